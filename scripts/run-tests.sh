@@ -1,0 +1,9 @@
+#!/bin/sh
+# Runs every test file under test/ with Node's test runner. Files are listed
+# explicitly: Node 20 does not expand ** globs, and sh would treat ** as *.
+set -eu
+cd "$(dirname "$0")/.."
+npx tsc -p tsconfig.test.json
+files=$(find test -name '*.test.ts' | sort)
+# Tests that start daemons or servers share ports and disk; run files one at a time.
+exec node --import tsx --test --test-concurrency=1 --test-reporter=spec $files

@@ -1,0 +1,28 @@
+import type { Readable } from 'node:stream';
+import type { Digest } from '../oci/digest.js';
+import type { BlobFill } from './blob-fill.js';
+
+/** Inclusive byte range, as in HTTP. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+/**
+ * Where blob bytes live. The filesystem is the embedded implementation; an
+ * object store can implement the same seam. Metadata lives in the index, not here.
+ */
+export interface BlobStore {
+  /** Size in bytes of a stored blob, or undefined when absent. */
+  stat(digest: Digest): Promise<number | undefined>;
+  /** Streams a stored blob, or a range of it. */
+  openRead(digest: Digest, range?: ByteRange): Readable;
+  readSmall(digest: Digest): Promise<Buffer>;
+  /** Stores small verified content (manifests) durably. */
+  writeSmall(digest: Digest, bytes: Buffer): Promise<void>;
+  /** Starts writing a blob to temporary space; it becomes visible on commit. */
+  beginFill(digest: Digest, expectedSize?: number): Promise<BlobFill>;
+  remove(digest: Digest): Promise<void>;
+  /** Removes temp files left by a crash; returns how many. */
+  sweepTemp(): Promise<number>;
+}

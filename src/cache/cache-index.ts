@@ -1,0 +1,117 @@
+import Database from 'better-sqlite3';
+import { migrate } from './migrations.js';
+
+export interface BlobRecord {
+  digest: string;
+  size: number;
+  mediaType: string | null;
+  createdAt: number;
+  lastAccess: number;
+  hits: number;
+}
+
+export interface TagRecord {
+  upstream: string;
+  repo: string;
+  tag: string;
+  acceptKey: string;
+  digest: string;
+  mediaType: string;
+  fetchedAt: number;
+}
+
+export interface AccessUpdate {
+  digest: string;
+  at: number;
+  hits: number;
+}
+
+/** The SQLite index: metadata only; blob bytes live in the blob store. */
+export class CacheIndex {
+  private readonly db: Database.Database;
+  private readonly stmts;
+
+  constructor(path: string) {
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    migrate(this.db);
+    const db = this.db;
+    this.stmts = {
+      getBlob: db.prepare<[string], BlobRecord>(
+        `SELECT digest, size, media_type AS mediaType, created_at AS createdAt, last_access AS lastAccess, hits
+         FROM blobs WHERE digest = ?`,
+      ),
+      putBlob: db.prepare(
+        `INSERT INTO blobs (digest, size, media_type, created_at, last_access, hits)
+         VALUES (@digest, @size, @mediaType, @now, @now, 0)
+         ON CONFLICT (digest) DO UPDATE SET media_type = COALESCE(excluded.media_type, blobs.media_type)`,
+      ),
+      deleteBlob: db.prepare('DELETE FROM blobs WHERE digest = ?'),
+      touch: db.prepare('UPDATE blobs SET last_access = MAX(last_access, @at), hits = hits + @hits WHERE digest = @digest'),
+      getTag: db.prepare<[string, string, string, string], TagRecord>(
+        `SELECT upstream, repo, tag, accept_key AS acceptKey, digest, media_type AS mediaType, fetched_at AS fetchedAt
+         FROM tags WHERE upstream = ? AND repo = ? AND tag = ? AND accept_key = ?`,
+      ),
+      putTag: db.prepare(
+        `INSERT INTO tags (upstream, repo, tag, accept_key, digest, media_type, fetched_at)
+         VALUES (@upstream, @repo, @tag, @acceptKey, @digest, @mediaType, @fetchedAt)
+         ON CONFLICT (upstream, repo, tag, accept_key) DO UPDATE SET
+           digest = excluded.digest, media_type = excluded.media_type, fetched_at = excluded.fetched_at`,
+      ),
+      putRef: db.prepare('INSERT OR IGNORE INTO manifest_refs (manifest_digest, child_digest) VALUES (?, ?)'),
+      putRepoBlob: db.prepare('INSERT OR IGNORE INTO repo_blobs (upstream, repo, digest) VALUES (?, ?, ?)'),
+      totals: db.prepare<[], { blobs: number; bytes: number }>(
+        'SELECT COUNT(*) AS blobs, COALESCE(SUM(size), 0) AS bytes FROM blobs',
+      ),
+    };
+  }
+
+  getBlob(digest: string): BlobRecord | undefined {
+    return this.stmts.getBlob.get(digest);
+  }
+
+  putBlob(entry: { digest: string; size: number; mediaType?: string; now: number }): void {
+    this.stmts.putBlob.run({ ...entry, mediaType: entry.mediaType ?? null });
+  }
+
+  /** Indexes a manifest and the digests it refers to, atomically. */
+  putManifest(entry: { digest: string; size: number; mediaType: string; now: number; children: string[] }): void {
+    this.db.transaction(() => {
+      this.putBlob(entry);
+      for (const child of entry.children) this.stmts.putRef.run(entry.digest, child);
+    })();
+  }
+
+  deleteBlob(digest: string): void {
+    this.stmts.deleteBlob.run(digest);
+  }
+
+  getTag(upstream: string, repo: string, tag: string, acceptKey: string): TagRecord | undefined {
+    return this.stmts.getTag.get(upstream, repo, tag, acceptKey);
+  }
+
+  putTag(record: TagRecord): void {
+    this.stmts.putTag.run(record);
+  }
+
+  linkRepo(upstream: string, repo: string, digest: string): void {
+    this.stmts.putRepoBlob.run(upstream, repo, digest);
+  }
+
+  /** Applies batched access updates in one transaction. */
+  recordAccess(updates: Iterable<AccessUpdate>): void {
+    this.db.transaction((rows: Iterable<AccessUpdate>) => {
+      for (const row of rows) this.stmts.touch.run(row);
+    })(updates);
+  }
+
+  totals(): { blobs: number; bytes: number } {
+    return this.stmts.totals.get() ?? { blobs: 0, bytes: 0 };
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

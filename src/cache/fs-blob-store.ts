@@ -1,0 +1,112 @@
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import type { Digest } from '../oci/digest.js';
+import { BlobFill } from './blob-fill.js';
+import type { BlobStore, ByteRange } from './blob-store.js';
+
+const READ_CHUNK = 256 * 1024;
+
+/** Blobs as files under `blobs/<alg>/<2 hex>/<hex>`; fills under `tmp/`. */
+export class FsBlobStore implements BlobStore {
+  private readonly blobRoot: string;
+  private readonly tempRoot: string;
+
+  constructor(root: string) {
+    this.blobRoot = join(root, 'blobs');
+    this.tempRoot = join(root, 'tmp');
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.blobRoot, { recursive: true });
+    await mkdir(this.tempRoot, { recursive: true });
+  }
+
+  /** Only a validated Digest reaches here, so the path cannot escape the root. */
+  pathOf(digest: Digest): string {
+    return join(this.blobRoot, digest.algorithm, digest.hex.slice(0, 2), digest.hex);
+  }
+
+  async stat(digest: Digest): Promise<number | undefined> {
+    try {
+      return (await stat(this.pathOf(digest))).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  openRead(digest: Digest, range?: ByteRange): Readable {
+    return createReadStream(this.pathOf(digest), { ...range, highWaterMark: READ_CHUNK });
+  }
+
+  readSmall(digest: Digest): Promise<Buffer> {
+    return readFile(this.pathOf(digest));
+  }
+
+  async writeSmall(digest: Digest, bytes: Buffer): Promise<void> {
+    const temp = this.tempPath(digest);
+    const handle = await open(temp, 'w', 0o644);
+    try {
+      await handle.writeFile(bytes);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await this.publish(temp, digest).catch(async (err: unknown) => {
+      await unlink(temp).catch(() => undefined);
+      throw err;
+    });
+  }
+
+  async beginFill(digest: Digest, expectedSize?: number): Promise<BlobFill> {
+    const temp = this.tempPath(digest);
+    const writeHandle = await open(temp, 'wx', 0o644);
+    const readHandle = await open(temp, 'r').catch(async (err: unknown) => {
+      await writeHandle.close();
+      await unlink(temp).catch(() => undefined);
+      throw err;
+    });
+    return new BlobFill(
+      digest,
+      {
+        writeHandle,
+        readHandle,
+        tempPath: temp,
+        publish: () => this.publish(temp, digest),
+        discard: () => unlink(temp),
+      },
+      expectedSize,
+    );
+  }
+
+  async remove(digest: Digest): Promise<void> {
+    await rm(this.pathOf(digest), { force: true });
+  }
+
+  async sweepTemp(): Promise<number> {
+    const names = await readdir(this.tempRoot).catch(() => [] as string[]);
+    await Promise.all(names.map((name) => rm(join(this.tempRoot, name), { force: true, recursive: true })));
+    return names.length;
+  }
+
+  private tempPath(digest: Digest): string {
+    return join(this.tempRoot, `${digest.hex.slice(0, 16)}.${randomBytes(6).toString('hex')}.part`);
+  }
+
+  /** Renames into place and fsyncs the directory, so the entry survives a crash. */
+  private async publish(temp: string, digest: Digest): Promise<void> {
+    const target = this.pathOf(digest);
+    const dir = dirname(target);
+    await mkdir(dir, { recursive: true });
+    await rename(temp, target);
+    const dirHandle = await open(dir, 'r');
+    try {
+      await dirHandle.sync();
+    } finally {
+      await dirHandle.close();
+    }
+  }
+}

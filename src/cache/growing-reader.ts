@@ -1,0 +1,83 @@
+import type { FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import type { BlobFill } from './blob-fill.js';
+
+const CHUNK = 256 * 1024;
+
+/**
+ * Streams a byte range of a blob that is still being filled: reads what is on
+ * disk, then waits for the fill to write more. Reading is pulled by the
+ * consumer, so a slow client never slows the fill or buffers memory.
+ */
+export class GrowingReader extends Readable {
+  private position: number;
+  private busy = false;
+
+  constructor(
+    private readonly fill: BlobFill,
+    private readonly handle: FileHandle,
+    start: number,
+    private readonly end: number | undefined,
+    private readonly onClose: () => void,
+  ) {
+    super({ highWaterMark: CHUNK });
+    this.position = start;
+  }
+
+  override _read(): void {
+    if (!this.busy) void this.pump();
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.fill.off('progress', this.wake);
+    this.onClose();
+    callback(error);
+  }
+
+  private readonly wake = (): void => {
+    if (!this.busy && !this.destroyed) void this.pump();
+  };
+
+  /** Waits for the fill to move; one listener per reader at most. */
+  private park(): void {
+    this.fill.off('progress', this.wake);
+    this.fill.once('progress', this.wake);
+  }
+
+  private async pump(): Promise<void> {
+    this.busy = true;
+    try {
+      // Bounded: each pass either pushes bytes, ends, fails, or parks on 'progress'.
+      for (;;) {
+        if (this.destroyed) return;
+        if (this.fill.state === 'failed') {
+          this.destroy(this.fill.error ?? new Error('fill failed'));
+          return;
+        }
+        const last = this.end ?? (this.fill.state === 'committed' ? this.fill.written - 1 : Number.POSITIVE_INFINITY);
+        if (this.position > last) {
+          this.push(null);
+          return;
+        }
+        const available = Math.min(this.fill.readableLimit, last + 1) - this.position;
+        if (available <= 0) {
+          this.park();
+          return;
+        }
+        const buffer = Buffer.allocUnsafe(Math.min(available, CHUNK));
+        const { bytesRead } = await this.handle.read(buffer, 0, buffer.length, this.position);
+        if (this.destroyed) return;
+        if (bytesRead === 0) {
+          this.park();
+          return;
+        }
+        this.position += bytesRead;
+        if (!this.push(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead))) return;
+      }
+    } catch (err) {
+      this.destroy(err as Error);
+    } finally {
+      this.busy = false;
+    }
+  }
+}

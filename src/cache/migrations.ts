@@ -1,0 +1,64 @@
+import type { Database } from 'better-sqlite3';
+
+/**
+ * Ordered schema migrations; PRAGMA user_version records how many ran.
+ * Append new entries, never edit old ones.
+ */
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE blobs (
+    digest      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    media_type  TEXT,
+    created_at  INTEGER NOT NULL,
+    last_access INTEGER NOT NULL,
+    hits        INTEGER NOT NULL DEFAULT 0
+  ) WITHOUT ROWID;
+  CREATE INDEX blobs_by_last_access ON blobs (last_access);
+
+  -- One row per (tag, client Accept set): registries answer a tag differently
+  -- depending on which manifest types the client accepts.
+  CREATE TABLE tags (
+    upstream    TEXT NOT NULL,
+    repo        TEXT NOT NULL,
+    tag         TEXT NOT NULL,
+    accept_key  TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    media_type  TEXT NOT NULL,
+    fetched_at  INTEGER NOT NULL,
+    PRIMARY KEY (upstream, repo, tag, accept_key)
+  ) WITHOUT ROWID;
+  CREATE INDEX tags_by_digest ON tags (digest);
+
+  -- Which blobs and child manifests each cached manifest refers to (for GC).
+  CREATE TABLE manifest_refs (
+    manifest_digest TEXT NOT NULL,
+    child_digest    TEXT NOT NULL,
+    PRIMARY KEY (manifest_digest, child_digest)
+  ) WITHOUT ROWID;
+  CREATE INDEX manifest_refs_by_child ON manifest_refs (child_digest);
+
+  -- Which repositories a blob or manifest was pulled through.
+  CREATE TABLE repo_blobs (
+    upstream TEXT NOT NULL,
+    repo     TEXT NOT NULL,
+    digest   TEXT NOT NULL,
+    PRIMARY KEY (upstream, repo, digest)
+  ) WITHOUT ROWID;
+  CREATE INDEX repo_blobs_by_digest ON repo_blobs (digest);
+  `,
+];
+
+export function migrate(db: Database): number {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > MIGRATIONS.length) {
+    throw new Error(`cache index schema version ${current} is newer than this Stevedore (${MIGRATIONS.length}); upgrade Stevedore`);
+  }
+  for (let version = current; version < MIGRATIONS.length; version++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[version]!);
+      db.pragma(`user_version = ${version + 1}`);
+    })();
+  }
+  return MIGRATIONS.length;
+}

@@ -1,0 +1,90 @@
+import { z } from 'zod';
+import { parseDuration, parseSize } from './units.js';
+
+const duration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((text, ctx) => {
+      const ms = parseDuration(text);
+      if (ms === undefined) {
+        ctx.addIssue({ code: 'custom', message: `expected a duration such as 30s, 10m, 6h or 7d, got "${text}"` });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+const size = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((text, ctx) => {
+      const bytes = parseSize(text);
+      if (bytes === undefined) {
+        ctx.addIssue({ code: 'custom', message: `expected a size such as 4MiB or 50GiB, got "${text}"` });
+        return z.NEVER;
+      }
+      return bytes;
+    });
+
+const listenAddress = z
+  .string()
+  .default('0.0.0.0:5000')
+  .refine((v) => /^(?:\[[0-9a-fA-F:]+\]|[^:\s]*):\d{1,5}$/.test(v) && Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, {
+    message: 'expected host:port, for example 0.0.0.0:5000',
+  });
+
+const endpointSchema = z.strictObject({
+  url: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' }),
+  username: z.string().default(''),
+  password: z.string().default(''),
+  /** Read the password from this file (a mounted secret) when set. */
+  passwordFile: z.string().default(''),
+});
+
+const timeoutsSchema = z
+  .strictObject({
+    connect: duration('10s'),
+    headers: duration('30s'),
+    body: duration('60s'),
+  })
+  .prefault({});
+
+const upstreamSchema = z.strictObject({
+  registry: z
+    .string()
+    .min(1)
+    .regex(/^[a-z0-9.-]+(?::\d+)?$/, 'expected a registry host name such as docker.io or ghcr.io'),
+  aliases: z.array(z.string()).default([]),
+  endpoints: z.array(endpointSchema).min(1, 'an upstream needs at least one endpoint'),
+  timeouts: timeoutsSchema,
+});
+
+/** Docker Hub, anonymous: what a mirror with no config file pulls from. */
+export const DEFAULT_UPSTREAMS = [
+  { registry: 'docker.io', aliases: ['index.docker.io', 'registry-1.docker.io'], endpoints: [{ url: 'https://registry-1.docker.io' }] },
+];
+
+export const configSchema = z.strictObject({
+  listen: listenAddress,
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  defaultRegistry: z.string().default('docker.io'),
+  cache: z
+    .strictObject({
+      dir: z.string().min(1).default('./data'),
+      tagTtl: duration('10m'),
+      maxStale: duration('7d'),
+      revalidateTimeout: duration('3s'),
+      maxManifestSize: size('4MiB'),
+      accessFlushInterval: duration('5s'),
+    })
+    .prefault({}),
+  upstreams: z
+    .array(upstreamSchema)
+    .min(1, 'configure at least one upstream')
+    .default(() => DEFAULT_UPSTREAMS.map((u) => upstreamSchema.parse(u))),
+});
+
+export type Config = z.output<typeof configSchema>;
+export type UpstreamConfig = Config['upstreams'][number];
+export type EndpointConfig = UpstreamConfig['endpoints'][number];

@@ -1,0 +1,27 @@
+import Koa from 'koa';
+import Router from '@koa/router';
+import type { Logger } from '../log.js';
+import type { Mirror } from '../mirror/mirror.js';
+import { errorHandler } from './error-handler.js';
+import { requestLog } from './request-log.js';
+import { v2Routes } from './v2-routes.js';
+
+export interface AppDeps {
+  mirror: Mirror;
+  log: Logger;
+}
+
+export function createApp({ mirror, log }: AppDeps): Koa {
+  const app = new Koa();
+  app.silent = true; // errors are logged by our own middleware
+  const v2 = v2Routes(mirror);
+  const ops = new Router();
+  ops.get('/healthz', (ctx) => {
+    ctx.body = { status: 'ok', fillsInProgress: mirror.fills.inProgress };
+  });
+  app.use(requestLog(log));
+  app.use(errorHandler(log));
+  app.use(ops.routes());
+  app.use(v2.routes());
+  return app;
+}

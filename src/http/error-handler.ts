@@ -1,0 +1,32 @@
+import type { Context, Next } from 'koa';
+import { isRegistryError, RegistryError } from '../oci/errors.js';
+import type { Logger } from '../log.js';
+
+/** Every failure becomes the distribution spec's error JSON with the right status. */
+export function errorHandler(log: Logger) {
+  return async (ctx: Context, next: Next): Promise<void> => {
+    try {
+      await next();
+    } catch (err) {
+      const error = toRegistryError(err);
+      if (error.status >= 500 && !isRegistryError(err)) {
+        log.error({ err, method: ctx.method, path: ctx.path.slice(0, 300) }, 'unexpected error');
+      }
+      ctx.state.error = error.detail ?? error.message;
+      if (ctx.headerSent) return;
+      ctx.status = error.status;
+      for (const [name, value] of Object.entries(error.headers)) ctx.set(name, value);
+      if (ctx.method === 'HEAD') return;
+      ctx.body = error.toJSON();
+    }
+  };
+}
+
+function toRegistryError(err: unknown): RegistryError {
+  if (isRegistryError(err)) return err;
+  const status = (err as { status?: number }).status;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return new RegistryError(status, 'UNSUPPORTED', (err as Error).message);
+  }
+  return new RegistryError(500, 'UNKNOWN', 'internal error', 'see the mirror logs');
+}

@@ -1,0 +1,17 @@
+import parseRange from 'range-parser';
+import type { ByteRange } from '../cache/blob-store.js';
+import { rangeNotSatisfiable } from '../oci/errors.js';
+
+/**
+ * The single byte range a client asked for (RFC 9110 §14), clipped to the size.
+ * Malformed or multi-range headers are ignored (a 200 is always allowed);
+ * an unsatisfiable range throws 416.
+ */
+export function requestedRange(header: string | undefined, size: number): ByteRange | undefined {
+  if (!header) return undefined;
+  const ranges = parseRange(size, header, { combine: true });
+  if (ranges === -1) throw rangeNotSatisfiable(size);
+  if (ranges === -2 || ranges.type !== 'bytes' || ranges.length !== 1) return undefined;
+  const [range] = ranges;
+  return range ? { start: range.start, end: range.end } : undefined;
+}

@@ -1,0 +1,136 @@
+import type { Context } from 'koa';
+import Router from '@koa/router';
+import { digestInvalid, nameInvalid, routeUnknown, unsupported } from '../oci/errors.js';
+import { parseAccept } from '../oci/media-types.js';
+import { validateTag } from '../oci/reference.js';
+import type { Mirror, Target } from '../mirror/mirror.js';
+import { requestedRange } from './range.js';
+import type { RequestLogFields } from './request-log.js';
+
+const API_VERSION = { 'Docker-Distribution-API-Version': 'registry/2.0' };
+/** `/v2/<name>/<kind>/<reference>`; the name is greedy, so it may contain `/manifests/`. */
+const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|tags|referrers)\/([^/]+)$/;
+
+/** Translates the /v2 pull API between HTTP and the mirror; no policy lives here. */
+export function v2Routes(mirror: Mirror): Router {
+  const router = new Router();
+
+  router.use('/v2', async (ctx, next) => {
+    ctx.set(API_VERSION);
+    await next();
+  });
+
+  router.get('/v2/', (ctx) => {
+    ctx.type = 'application/json';
+    ctx.body = '{}';
+  });
+
+  router.all('/v2/{*rest}', async (ctx) => {
+    if (ctx.method !== 'GET' && ctx.method !== 'HEAD') {
+      ctx.set('Allow', 'GET, HEAD');
+      throw unsupported(`${ctx.method} is not supported: this is a read-only pull-through mirror`);
+    }
+    const match = ROUTE.exec(ctx.path);
+    if (!match) throw routeUnknown(ctx.path);
+    const [, rawName, kind, rawReference] = match as unknown as [string, string, string, string];
+    if (rawName.includes('%')) throw nameInvalid('percent-encoded characters are not allowed in repository names');
+    const reference = rawReference.replace(/%3a/gi, ':');
+    if (reference.includes('%')) {
+      throw kind === 'manifests' ? validateTagError(reference) : digestInvalid('percent-encoded characters are not allowed in digests');
+    }
+    const head = ctx.method === 'HEAD';
+    const target = mirror.resolve(rawName, singleQuery(ctx, 'ns'));
+    const log = ctx.state as RequestLogFields;
+    log.repo = target.repo;
+    log.upstream = target.registry;
+    const ns = singleQuery(ctx, 'ns');
+    if (ns !== undefined) ctx.set('OCI-Namespace', target.registry === ns.toLowerCase() ? ns : target.registry);
+
+    switch (kind) {
+      case 'manifests':
+        return serveManifest(ctx, mirror, target, reference, head);
+      case 'blobs':
+        return serveBlob(ctx, mirror, target, reference, head);
+      case 'tags':
+        if (reference !== 'list') throw routeUnknown(ctx.path);
+        return serveTags(ctx, mirror, target, rawName);
+      case 'referrers':
+        return serveReferrers(ctx, mirror, target, reference);
+    }
+  });
+
+  return router;
+}
+
+async function serveManifest(ctx: Context, mirror: Mirror, target: Target, reference: string, head: boolean): Promise<void> {
+  const log = ctx.state as RequestLogFields;
+  log.reference = reference;
+  if (!reference.includes(':')) validateTag(reference);
+  const answer = await mirror.manifest(target, reference, parseAccept(ctx.headers.accept), head);
+  log.cache = answer.cache;
+  log.digest = answer.digest;
+  ctx.status = 200;
+  if (!head) ctx.body = answer.bytes;
+  ctx.set({
+    'Content-Type': answer.mediaType,
+    'Content-Length': String(answer.size),
+    'Docker-Content-Digest': answer.digest,
+    ETag: `"${answer.digest}"`,
+  });
+}
+
+async function serveBlob(ctx: Context, mirror: Mirror, target: Target, reference: string, head: boolean): Promise<void> {
+  const log = ctx.state as RequestLogFields;
+  log.digest = reference;
+  const answer = await mirror.blob(target, reference, head);
+  log.cache = answer.cache;
+  const range = requestedRange(ctx.get('Range') || undefined, answer.size);
+  const length = range ? range.end - range.start + 1 : answer.size;
+  ctx.status = range ? 206 : 200;
+  if (!head) ctx.body = answer.open(range);
+  ctx.set({
+    'Content-Type': 'application/octet-stream',
+    'Content-Length': String(length),
+    'Docker-Content-Digest': answer.digest,
+    'Accept-Ranges': 'bytes',
+    ETag: `"${answer.digest}"`,
+  });
+  if (range) ctx.set('Content-Range', `bytes ${range.start}-${range.end}/${answer.size}`);
+}
+
+async function serveTags(ctx: Context, mirror: Mirror, target: Target, clientName: string): Promise<void> {
+  const page = await mirror.tags(target, singleQuery(ctx, 'n'), singleQuery(ctx, 'last'));
+  ctx.status = 200;
+  ctx.body = page.body;
+  ctx.type = page.contentType ?? 'application/json';
+  if (page.nextQuery !== undefined) {
+    // Point the next page at this mirror, under the name the client used.
+    const next = new URLSearchParams(page.nextQuery);
+    const ns = singleQuery(ctx, 'ns');
+    if (ns !== undefined) next.set('ns', ns);
+    ctx.set('Link', `</v2/${clientName}/tags/list?${next}>; rel="next"`);
+  }
+}
+
+async function serveReferrers(ctx: Context, mirror: Mirror, target: Target, digest: string): Promise<void> {
+  const page = await mirror.referrers(target, digest, singleQuery(ctx, 'artifactType'));
+  ctx.status = 200;
+  ctx.body = page.body;
+  ctx.type = page.contentType ?? 'application/vnd.oci.image.index.v1+json';
+  ctx.set(page.headers);
+}
+
+function singleQuery(ctx: Context, name: string): string | undefined {
+  const value = ctx.query[name];
+  if (Array.isArray(value)) throw nameInvalid(`query parameter "${name}" given more than once`);
+  return value;
+}
+
+function validateTagError(reference: string): Error {
+  try {
+    validateTag(reference);
+  } catch (err) {
+    return err as Error;
+  }
+  return digestInvalid('percent-encoded characters are not allowed');
+}

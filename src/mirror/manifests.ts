@@ -1,0 +1,158 @@
+import type { Cache } from '../cache/cache.js';
+import type { TagRecord } from '../cache/cache-index.js';
+import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
+import { badGateway, isRegistryError, manifestUnknown } from '../oci/errors.js';
+import { manifestMediaType, referencedDigests } from '../oci/manifest.js';
+import { isAccepted, MANIFEST_MEDIA_TYPES } from '../oci/media-types.js';
+import type { Logger } from '../log.js';
+import type { CacheOutcome } from './outcome.js';
+import type { Target } from './resolve.js';
+import { SingleFlight } from './single-flight.js';
+
+export interface ManifestPolicy {
+  tagTtlMs: number;
+  maxStaleMs: number;
+  maxManifestBytes: number;
+  revalidateTimeoutMs: number;
+}
+
+export interface ManifestAnswer {
+  digest: string;
+  mediaType: string;
+  size: number;
+  /** The manifest bytes; absent for HEAD. */
+  bytes?: Buffer;
+  cache: CacheOutcome;
+}
+
+interface Stored {
+  digest: string;
+  mediaType: string;
+  size: number;
+}
+
+/**
+ * Manifests: digests are immutable and never go upstream once cached; tags are
+ * served from the cache within tagTtl, then revalidated with a HEAD (free on
+ * Docker Hub), and fetched with a GET only when the digest changed.
+ */
+export class ManifestService {
+  private readonly fetches = new SingleFlight<Stored>();
+  private readonly revalidations = new SingleFlight<string | undefined>();
+
+  constructor(
+    private readonly cache: Cache,
+    private readonly policy: ManifestPolicy,
+    private readonly log: Logger,
+  ) {}
+
+  async get(target: Target, reference: string, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
+    return reference.includes(':')
+      ? this.byDigest(target, parseDigest(reference), accept, head)
+      : this.byTag(target, reference, accept, head);
+  }
+
+  private async byDigest(target: Target, digest: Digest, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
+    const cached = this.cachedManifest(digest.value);
+    if (cached) return this.answer(cached, accept, head, 'hit');
+    const { promise, shared } = this.fetches.run(`${target.registry}/${target.repo}@${digest.value}`, () =>
+      this.fetchAndStore(target, digest.value, MANIFEST_MEDIA_TYPES, digest),
+    );
+    return this.answer(await promise, accept, head, shared ? 'coalesced' : 'miss');
+  }
+
+  private async byTag(target: Target, tag: string, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
+    const acceptKey = accept.join(',');
+    const row = this.cache.getTag(target.registry, target.repo, tag, acceptKey);
+    const now = Date.now();
+    if (row) {
+      const cached = this.cachedManifest(row.digest);
+      if (now - row.fetchedAt < this.policy.tagTtlMs) {
+        if (cached) return this.answer(cached, accept, head, 'hit');
+        return this.byDigest(target, parseDigest(row.digest), accept, head);
+      }
+      if (cached) return this.revalidate(target, tag, accept, head, row, cached);
+    }
+    return this.fetchTag(target, tag, accept, head);
+  }
+
+  /** HEAD upstream; serve the cached manifest when unchanged, or stale when the upstream fails. */
+  private async revalidate(target: Target, tag: string, accept: readonly string[], head: boolean, row: TagRecord, cached: Stored): Promise<ManifestAnswer> {
+    const key = `${target.registry}/${target.repo}:${tag}\n${row.acceptKey}`;
+    try {
+      const { promise } = this.revalidations.run(key, async () => {
+        const answer = await target.upstream.headManifest(target.repo, tag, accept, AbortSignal.timeout(this.policy.revalidateTimeoutMs));
+        return answer.digest;
+      });
+      const upstreamDigest = await promise;
+      if (upstreamDigest === row.digest) {
+        this.cache.putTag({ ...row, fetchedAt: Date.now() });
+        return this.answer(cached, accept, head, 'hit');
+      }
+      return await this.fetchTag(target, tag, accept, head);
+    } catch (err) {
+      if (isRegistryError(err) && err.status === 404) throw err;
+      if (Date.now() - row.fetchedAt > this.policy.tagTtlMs + this.policy.maxStaleMs) throw err;
+      this.log.warn({ upstream: target.registry, repo: target.repo, reference: tag, cache: 'stale', err: (err as Error).message }, 'tag revalidation failed; serving the cached manifest');
+      return this.answer(cached, accept, head, 'stale');
+    }
+  }
+
+  private async fetchTag(target: Target, tag: string, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
+    const key = `${target.registry}/${target.repo}:${tag}\n${accept.join(',')}`;
+    const { promise, shared } = this.fetches.run(key, async () => {
+      const stored = await this.fetchAndStore(target, tag, accept);
+      this.cache.putTag({
+        upstream: target.registry,
+        repo: target.repo,
+        tag,
+        acceptKey: accept.join(','),
+        digest: stored.digest,
+        mediaType: stored.mediaType,
+        fetchedAt: Date.now(),
+      });
+      return stored;
+    });
+    return this.answer(await promise, accept, head, shared ? 'coalesced' : 'miss');
+  }
+
+  /** GETs a manifest, verifies its digest, and stores it before anyone sees it. */
+  private async fetchAndStore(target: Target, reference: string, accept: readonly string[], expected?: Digest): Promise<Stored> {
+    const fetched = await target.upstream.fetchManifest(target.repo, reference, accept, this.policy.maxManifestBytes);
+    const algorithm = expected?.algorithm ?? (fetched.digest?.startsWith('sha512:') ? 'sha512' : 'sha256');
+    const actual = digestOf(fetched.bytes, algorithm);
+    const claimed = expected?.value ?? fetched.digest;
+    if (claimed !== undefined && claimed !== actual) {
+      throw badGateway(`upstream ${target.registry} sent manifest ${target.repo}:${reference} with digest ${actual}, expected ${claimed}`);
+    }
+    const digest = parseDigest(actual);
+    const mediaType = manifestMediaType(fetched.bytes, fetched.contentType);
+    await this.cache.storeManifest({
+      digest,
+      bytes: fetched.bytes,
+      mediaType,
+      children: referencedDigests(fetched.bytes),
+      upstream: target.registry,
+      repo: target.repo,
+    });
+    return { digest: digest.value, mediaType, size: fetched.bytes.length };
+  }
+
+  private cachedManifest(digest: string): Stored | undefined {
+    const record = this.cache.lookupBlob(parseDigest(digest));
+    if (!record?.mediaType) return undefined;
+    return { digest: record.digest, mediaType: record.mediaType, size: record.size };
+  }
+
+  private async answer(stored: Stored, accept: readonly string[], head: boolean, cache: CacheOutcome): Promise<ManifestAnswer> {
+    if (!isAccepted(stored.mediaType, accept)) {
+      throw manifestUnknown(stored.digest, `manifest is ${stored.mediaType}, which the client's Accept header does not list`);
+    }
+    const digest = parseDigest(stored.digest);
+    if (head) {
+      this.cache.recordAccess(digest);
+      return { ...stored, cache };
+    }
+    return { ...stored, bytes: await this.cache.readManifest(digest), cache };
+  }
+}

@@ -1,0 +1,84 @@
+import type { Readable } from 'node:stream';
+import type { Cache } from '../cache/cache.js';
+import { parseDigest } from '../oci/digest.js';
+import { manifestUnknown, nameUnknown } from '../oci/errors.js';
+import type { Logger } from '../log.js';
+import { header } from '../upstream/upstream-registry.js';
+import { BlobFills } from './blob-fills.js';
+import { BlobService, type BlobAnswer } from './blobs.js';
+import { ManifestService, type ManifestAnswer, type ManifestPolicy } from './manifests.js';
+import type { Target, UpstreamResolver } from './resolve.js';
+
+export type { BlobAnswer, ManifestAnswer, Target };
+
+export interface Passthrough {
+  contentType: string | undefined;
+  body: Readable;
+  /** The query string of the next page, from the upstream's Link header. */
+  nextQuery?: string;
+  headers: Record<string, string>;
+}
+
+/**
+ * The pull-through policy, with no HTTP in it: which upstream a name means,
+ * and whether to serve from the cache, join a fill, or go upstream.
+ */
+export class Mirror {
+  readonly fills: BlobFills;
+  private readonly manifests: ManifestService;
+  private readonly blobs: BlobService;
+
+  constructor(
+    readonly cache: Cache,
+    private readonly resolver: UpstreamResolver,
+    policy: ManifestPolicy,
+    log: Logger,
+  ) {
+    this.fills = new BlobFills(cache, log);
+    this.manifests = new ManifestService(cache, policy, log);
+    this.blobs = new BlobService(cache, this.fills);
+  }
+
+  resolve(name: string, ns?: string): Target {
+    return this.resolver.resolve(name, ns);
+  }
+
+  manifest(target: Target, reference: string, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
+    return this.manifests.get(target, reference, accept, head);
+  }
+
+  blob(target: Target, digest: string, head: boolean): Promise<BlobAnswer> {
+    return this.blobs.get(target, digest, head);
+  }
+
+  /** Tag listing, passed through from the upstream (pagination included). */
+  async tags(target: Target, n?: string, last?: string): Promise<Passthrough> {
+    const query = new URLSearchParams();
+    if (n !== undefined) query.set('n', n);
+    if (last !== undefined) query.set('last', last);
+    const qs = query.size > 0 ? `?${query}` : '';
+    const res = await target.upstream.send({ method: 'GET', path: `/v2/${target.repo}/tags/list${qs}`, repo: target.repo, headers: { accept: 'application/json' } });
+    if (res.status !== 200) throw await target.upstream.failure(res, () => nameUnknown(target.repo, `${target.repo} not found upstream in ${target.registry}`));
+    return { contentType: header(res.headers, 'content-type'), body: res.body, nextQuery: nextPageQuery(header(res.headers, 'link')), headers: {} };
+  }
+
+  /** The referrers API, passed through; 404 when the upstream lacks it, so clients fall back to tags. */
+  async referrers(target: Target, digest: string, artifactType?: string): Promise<Passthrough> {
+    const parsed = parseDigest(digest);
+    const qs = artifactType !== undefined ? `?${new URLSearchParams({ artifactType })}` : '';
+    const res = await target.upstream.send({ method: 'GET', path: `/v2/${target.repo}/referrers/${parsed.value}${qs}`, repo: target.repo, headers: { accept: 'application/vnd.oci.image.index.v1+json' } });
+    if (res.status !== 200) throw await target.upstream.failure(res, () => manifestUnknown(parsed.value, `upstream ${target.registry} has no referrers for ${parsed.value}`));
+    const filters = header(res.headers, 'oci-filters-applied');
+    return { contentType: header(res.headers, 'content-type'), body: res.body, headers: filters ? { 'oci-filters-applied': filters } : {} };
+  }
+}
+
+function nextPageQuery(link: string | undefined): string | undefined {
+  const match = link && /<([^>]*)>\s*;\s*rel="?next"?/i.exec(link);
+  if (!match) return undefined;
+  try {
+    return new URL(match[1]!, 'http://upstream.invalid').search.replace(/^\?/, '');
+  } catch {
+    return undefined;
+  }
+}

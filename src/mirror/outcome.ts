@@ -1,0 +1,2 @@
+/** How a request was served, for logs and metrics. */
+export type CacheOutcome = 'hit' | 'miss' | 'coalesced' | 'stale' | 'pass';

@@ -1,0 +1,80 @@
+/**
+ * The one error type for registry errors. Each OCI error code has one
+ * constructor, so call sites never spell status codes or JSON by hand.
+ */
+export class RegistryError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly detail?: unknown,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = 'RegistryError';
+  }
+
+  /** The distribution-spec error body. */
+  toJSON(): { errors: { code: string; message: string; detail?: unknown }[] } {
+    const entry: { code: string; message: string; detail?: unknown } = { code: this.code, message: this.message };
+    if (this.detail !== undefined) entry.detail = this.detail;
+    return { errors: [entry] };
+  }
+}
+
+export const isRegistryError = (err: unknown): err is RegistryError => err instanceof RegistryError;
+
+export const nameInvalid = (detail: string): RegistryError =>
+  new RegistryError(400, 'NAME_INVALID', 'invalid repository name', detail);
+
+export const nameUnknown = (name: string, detail?: string): RegistryError =>
+  new RegistryError(404, 'NAME_UNKNOWN', 'repository name not known to registry', detail ?? name);
+
+export const digestInvalid = (detail: string): RegistryError =>
+  new RegistryError(400, 'DIGEST_INVALID', 'provided digest is invalid', detail);
+
+export const manifestInvalid = (detail: string): RegistryError =>
+  new RegistryError(400, 'MANIFEST_INVALID', 'manifest invalid', detail);
+
+export const manifestUnknown = (reference: string, detail?: string): RegistryError =>
+  new RegistryError(404, 'MANIFEST_UNKNOWN', 'manifest unknown', detail ?? reference);
+
+export const blobUnknown = (digest: string): RegistryError =>
+  new RegistryError(404, 'BLOB_UNKNOWN', 'blob unknown to registry', digest);
+
+export const rangeNotSatisfiable = (size: number): RegistryError =>
+  new RegistryError(416, 'RANGE_INVALID', 'requested range not satisfiable', { size }, {
+    'content-range': `bytes */${size}`,
+  });
+
+export const unsupported = (detail: string): RegistryError =>
+  new RegistryError(405, 'UNSUPPORTED', 'the operation is unsupported', detail);
+
+export const tooLarge = (detail: string): RegistryError =>
+  new RegistryError(413, 'SIZE_INVALID', 'content too large', detail);
+
+export const tooManyRequests = (retryAfterSeconds?: number, detail?: string): RegistryError =>
+  new RegistryError(
+    429,
+    'TOOMANYREQUESTS',
+    'too many requests',
+    detail,
+    retryAfterSeconds !== undefined ? { 'retry-after': String(retryAfterSeconds) } : {},
+  );
+
+export const unauthorized = (detail: string): RegistryError =>
+  new RegistryError(401, 'UNAUTHORIZED', 'authentication required', detail);
+
+export const denied = (detail: string): RegistryError =>
+  new RegistryError(403, 'DENIED', 'requested access to the resource is denied', detail);
+
+/** The upstream could not be reached or answered with a server error. */
+export const unavailable = (detail: string): RegistryError =>
+  new RegistryError(503, 'UNAVAILABLE', 'upstream registry unavailable', detail);
+
+export const badGateway = (detail: string): RegistryError =>
+  new RegistryError(502, 'UNAVAILABLE', 'upstream registry answered badly', detail);
+
+/** A path under /v2/ that the pull API does not define. */
+export const routeUnknown = (path: string): RegistryError =>
+  new RegistryError(404, 'UNSUPPORTED', 'no such route in the registry API', path.slice(0, 200));

@@ -1,0 +1,71 @@
+import type { Server } from 'node:http';
+import { Cache } from './cache/cache.js';
+import type { Config } from './config/schema.js';
+import { createApp } from './http/app.js';
+import { boundPort, listen, parseListen } from './http/server.js';
+import type { Logger } from './log.js';
+import { Mirror } from './mirror/mirror.js';
+import { UpstreamResolver } from './mirror/resolve.js';
+import { EndpointClient } from './upstream/endpoint-client.js';
+import { TokenCache } from './upstream/token-cache.js';
+import { UpstreamRegistry } from './upstream/upstream-registry.js';
+
+export interface Stevedore {
+  server: Server;
+  mirror: Mirror;
+  /** Base URL, for example http://127.0.0.1:5000 */
+  url: string;
+  tokens: TokenCache;
+  close(): Promise<void>;
+}
+
+/** Builds the whole mirror from a validated config and starts listening. */
+export async function startStevedore(config: Config, log: Logger): Promise<Stevedore> {
+  const cache = await Cache.open({ dir: config.cache.dir, accessFlushIntervalMs: config.cache.accessFlushInterval });
+  if (cache.sweptTempFiles > 0) log.warn({ files: cache.sweptTempFiles }, 'removed temp files left by an earlier crash');
+  const tokens = new TokenCache();
+  const upstreams = config.upstreams.map((u) => ({
+    aliases: u.aliases,
+    registry: new UpstreamRegistry(
+      u.registry,
+      u.endpoints.map(
+        (e) =>
+          new EndpointClient({
+            url: e.url,
+            credentials: e.username ? { username: e.username, password: e.password } : undefined,
+            timeouts: u.timeouts,
+            tokens,
+          }),
+      ),
+    ),
+  }));
+  const resolver = new UpstreamResolver(upstreams, config.defaultRegistry);
+  const mirror = new Mirror(
+    cache,
+    resolver,
+    {
+      tagTtlMs: config.cache.tagTtl,
+      maxStaleMs: config.cache.maxStale,
+      maxManifestBytes: config.cache.maxManifestSize,
+      revalidateTimeoutMs: config.cache.revalidateTimeout,
+    },
+    log,
+  );
+  const app = createApp({ mirror, log });
+  const server = await listen(app, parseListen(config.listen));
+  const host = parseListen(config.listen).host;
+  const url = `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${boundPort(server)}`;
+  log.info({ url, cacheDir: config.cache.dir, upstreams: config.upstreams.map((u) => u.registry) }, 'stevedore listening');
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+      await Promise.all(upstreams.flatMap((u) => u.registry.endpoints.map((e) => e.close())));
+      cache.close();
+    })());
+  return { server, mirror, url, tokens, close };
+}

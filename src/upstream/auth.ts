@@ -1,0 +1,95 @@
+import type { Dispatcher } from 'undici';
+import { parseChallenges, type Challenge } from './challenge.js';
+import { TokenCache, type IssuedToken } from './token-cache.js';
+
+export interface Credentials {
+  username: string;
+  password: string;
+}
+
+/**
+ * Authorization for one endpoint: remembers the endpoint's challenge so that
+ * later requests ask for a token up front instead of taking a 401 first.
+ */
+export class EndpointAuth {
+  private challenge: Challenge | undefined;
+
+  constructor(
+    private readonly dispatcher: Dispatcher,
+    private readonly tokens: TokenCache,
+    private readonly credentials: Credentials | undefined,
+    private readonly timeoutMs: number,
+  ) {}
+
+  /** The Authorization header for a request on `repo`, if the endpoint wants one. */
+  async authorize(repo: string | undefined): Promise<string | undefined> {
+    const challenge = this.challenge;
+    if (!challenge) return undefined;
+    if (challenge.scheme === 'basic') return this.basic();
+    if (challenge.scheme !== 'bearer') return undefined;
+    const token = await this.token(challenge, repo);
+    return `Bearer ${token}`;
+  }
+
+  /**
+   * Learns from a 401. Returns whether a retry with fresh authorization can help.
+   * The rejected header (if any) is dropped from the token cache.
+   */
+  learn(header: string | string[] | undefined, repo: string | undefined, rejected: string | undefined): boolean {
+    const value = Array.isArray(header) ? header.join(', ') : header;
+    const challenge = parseChallenges(value).find((c) => c.scheme === 'bearer' || c.scheme === 'basic');
+    if (!challenge) return false;
+    if (challenge.scheme === 'basic' && !this.credentials) return false;
+    this.challenge = challenge;
+    if (rejected?.startsWith('Bearer ')) {
+      this.tokens.invalidate(this.tokenKey(challenge, repo), rejected.slice('Bearer '.length));
+    }
+    return true;
+  }
+
+  private basic(): string | undefined {
+    if (!this.credentials) return undefined;
+    const { username, password } = this.credentials;
+    return `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`;
+  }
+
+  private scopeFor(challenge: Challenge, repo: string | undefined): string {
+    return repo ? `repository:${repo}:pull` : (challenge.params.scope ?? '');
+  }
+
+  private tokenKey(challenge: Challenge, repo: string | undefined): string {
+    return TokenCache.key(challenge.params.realm ?? '', challenge.params.service ?? '', this.scopeFor(challenge, repo));
+  }
+
+  private token(challenge: Challenge, repo: string | undefined): Promise<string> {
+    return this.tokens.get(this.tokenKey(challenge, repo), () => this.fetchToken(challenge, repo));
+  }
+
+  private async fetchToken(challenge: Challenge, repo: string | undefined): Promise<IssuedToken> {
+    const realm = challenge.params.realm;
+    if (!realm) throw new Error('bearer challenge without a realm');
+    const url = new URL(realm);
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new Error(`token realm has unsupported scheme ${url.protocol}`);
+    if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
+    const scope = this.scopeFor(challenge, repo);
+    if (scope) url.searchParams.set('scope', scope);
+    const headers: Record<string, string> = { 'user-agent': 'stevedore', accept: 'application/json' };
+    const basic = this.basic();
+    if (basic) headers.authorization = basic;
+    const res = await this.dispatcher.request({
+      origin: url.origin,
+      path: `${url.pathname}${url.search}`,
+      method: 'GET',
+      headers,
+      signal: AbortSignal.timeout(this.timeoutMs),
+    });
+    if (res.statusCode !== 200) {
+      await res.body.dump();
+      throw new Error(`token endpoint ${url.origin}${url.pathname} answered ${res.statusCode} for scope "${scope}"`);
+    }
+    const body = (await res.body.json()) as { token?: string; access_token?: string; expires_in?: number };
+    const token = body.token ?? body.access_token;
+    if (!token) throw new Error(`token endpoint ${url.origin}${url.pathname} returned no token`);
+    return { token, expiresInSeconds: typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 60 };
+  }
+}
