@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 npx tsc -p tsconfig.test.json
 files=$(find test -name '*.test.ts' | sort)
 # Tests that start daemons or servers share ports and disk; run files one at a time.
-exec node --import tsx --test --test-concurrency=1 --test-reporter=spec $files
+exec node --import tsx --test --test-concurrency=1 --test-reporter=tap $files

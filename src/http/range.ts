@@ -9,6 +9,9 @@ import { rangeNotSatisfiable } from '../oci/errors.js';
  */
 export function requestedRange(header: string | undefined, size: number): ByteRange | undefined {
   if (!header) return undefined;
+  // RFC 9110 §14.1.2: a suffix longer than the representation selects all of it.
+  const suffix = /^bytes=\s*-(\d+)\s*$/.exec(header);
+  if (suffix && size > 0 && Number(suffix[1]) >= size) return { start: 0, end: size - 1 };
   const ranges = parseRange(size, header, { combine: true });
   if (ranges === -1) throw rangeNotSatisfiable(size);
   if (ranges === -2 || ranges.type !== 'bytes' || ranges.length !== 1) return undefined;

@@ -13,6 +13,7 @@ export interface Credentials {
  */
 export class EndpointAuth {
   private challenge: Challenge | undefined;
+  private pinged: Promise<void> | undefined;
 
   constructor(
     private readonly dispatcher: Dispatcher,
@@ -20,6 +21,22 @@ export class EndpointAuth {
     private readonly credentials: Credentials | undefined,
     private readonly timeoutMs: number,
   ) {}
+
+  /**
+   * Like clients do, ping `/v2/` once to learn the endpoint's challenge, so that
+   * even the first blob GET carries a token instead of drawing a 401.
+   */
+  ping(origin: string, path: string): Promise<void> {
+    this.pinged ??= (async () => {
+      const res = await this.dispatcher.request({ origin, path, method: 'GET', headers: { 'user-agent': 'stevedore' }, signal: AbortSignal.timeout(this.timeoutMs) });
+      await res.body.dump();
+      if (res.statusCode === 401) this.learn(res.headers['www-authenticate'], undefined, undefined);
+    })().catch((err: unknown) => {
+      this.pinged = undefined; // try again on the next request
+      throw err;
+    });
+    return this.pinged;
+  }
 
   /** The Authorization header for a request on `repo`, if the endpoint wants one. */
   async authorize(repo: string | undefined): Promise<string | undefined> {

@@ -47,7 +47,8 @@ export function parseChallenges(header: string | undefined): Challenge[] {
         }
         pos++;
       } else {
-        value = token() ?? '';
+        // Unquoted values should be tokens; be lenient and take up to the next comma.
+        while (pos < header.length && header[pos] !== ',' && header[pos] !== ' ') value += header[pos++];
       }
       challenge.params[name.toLowerCase()] = value;
       while (header[pos] === ' ') pos++;

@@ -63,6 +63,7 @@ export class EndpointClient {
 
   async request(req: UpstreamRequest): Promise<UpstreamResponse> {
     const path = `${this.basePath}${req.path}`;
+    await this.auth.ping(this.origin, `${this.basePath}/v2/`);
     let authorization = await this.auth.authorize(req.repo);
     let res = await this.send(this.origin, path, req, authorization);
     // A 401 teaches us the challenge, or tells us the token expired: retry once.

@@ -1,0 +1,70 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, loadConfig } from '../../src/config/load.js';
+
+const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+
+function scratch(t: { after(fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'stevedore-config-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+test('the shipped mirror.yml equals the built-in defaults', () => {
+  const fromFile = loadConfig({ file: join(repoRoot, 'mirror.yml'), env: {}, cwd: repoRoot });
+  const builtIn = loadConfig({ env: {}, cwd: scratch({ after: () => undefined }) });
+  assert.equal(fromFile.listen, '0.0.0.0:5000');
+  assert.equal(fromFile.cache.tagTtl, 600_000);
+  assert.equal(fromFile.cache.maxManifestSize, 4 * 1024 * 1024);
+  assert.equal(fromFile.upstreams[0]?.endpoints[0]?.url, 'https://registry-1.docker.io');
+  assert.equal(fromFile.cache.dir, join(repoRoot, 'data'));
+  const { source: _a, cache: c1, ...restFile } = fromFile;
+  const { source: _b, cache: c2, ...restBuiltIn } = builtIn;
+  assert.deepEqual(restFile, restBuiltIn);
+  assert.deepEqual({ ...c1, dir: '' }, { ...c2, dir: '' });
+});
+
+test('environment overrides follow STEVEDORE_<KEY_PATH>, with _FILE secrets', (t) => {
+  const dir = scratch(t);
+  writeFileSync(join(dir, 'secret'), 'hunter2\n');
+  const config = loadConfig({
+    cwd: dir,
+    env: {
+      STEVEDORE_LISTEN: '127.0.0.1:6000',
+      STEVEDORE_CACHE_TAGTTL: '5m',
+      STEVEDORE_UPSTREAMS_0_ENDPOINTS_0_USERNAME: 'bob',
+      STEVEDORE_UPSTREAMS_0_ENDPOINTS_0_PASSWORD_FILE: join(dir, 'secret'),
+    },
+  });
+  assert.equal(config.listen, '127.0.0.1:6000');
+  assert.equal(config.cache.tagTtl, 300_000);
+  assert.equal(config.upstreams[0]?.registry, 'docker.io');
+  assert.equal(config.upstreams[0]?.endpoints[0]?.username, 'bob');
+  assert.equal(config.upstreams[0]?.endpoints[0]?.password, 'hunter2');
+});
+
+test('validation errors name the bad key', (t) => {
+  const dir = scratch(t);
+  const cases: [string, RegExp][] = [
+    ['cache:\n  tagTtl: soon\n', /"cache\.tagTtl".*duration/],
+    ['cache:\n  tagTTL: 5m\n', /unknown config key "cache\.tagTTL"/],
+    ['listen: nowhere\n', /"listen"/],
+    ['upstreams:\n  - registry: docker.io\n    endpoints:\n      - url: ftp://x\n', /"upstreams\.0\.endpoints\.0\.url"/],
+    ['upstreams: []\n', /"upstreams"/],
+    ['logLevel: loud\n', /"logLevel"/],
+    ['- just\n- a list\n', /mapping/],
+  ];
+  for (const [yaml, expected] of cases) {
+    writeFileSync(join(dir, 'm.yml'), yaml);
+    assert.throws(() => loadConfig({ file: 'm.yml', cwd: dir, env: {} }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, expected, yaml);
+      return true;
+    });
+  }
+  assert.throws(() => loadConfig({ cwd: dir, env: { STEVEDORE_CACHE_NOPE: '1' } }), /STEVEDORE_CACHE_NOPE names no config key/);
+});

@@ -1,0 +1,136 @@
+// Starts Stevedore for tests: in-process (for fault tests that read internals
+// and logs), or as a child process stopped by its PID (for end-to-end tests).
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { request } from 'undici';
+import { validateConfig } from '../../src/config/load.js';
+import { createLogger } from '../../src/log.js';
+import { startStevedore, type Stevedore } from '../../src/stevedore.js';
+
+const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+
+export interface UpstreamSpec {
+  registry: string;
+  url: string | string[];
+  username?: string;
+  password?: string;
+  timeouts?: { connect?: string; headers?: string; body?: string };
+}
+
+export interface MirrorOptions {
+  upstreams: UpstreamSpec[];
+  cache?: Record<string, string>;
+  defaultRegistry?: string;
+  /** Reuse a cache directory (to test restarts); a fresh temp dir otherwise. */
+  dir?: string;
+}
+
+export interface TestMirror {
+  url: string;
+  dir: string;
+  stevedore: Stevedore;
+  /** Parsed JSON log lines written so far. */
+  logs(): Record<string, unknown>[];
+  rawLogs(): string;
+  stop(): Promise<void>;
+}
+
+function rawConfig(options: MirrorOptions, dir: string): Record<string, unknown> {
+  return {
+    listen: '127.0.0.1:0',
+    logLevel: 'debug',
+    defaultRegistry: options.defaultRegistry ?? options.upstreams[0]?.registry,
+    cache: { dir, ...options.cache },
+    upstreams: options.upstreams.map((u) => ({
+      registry: u.registry,
+      endpoints: (Array.isArray(u.url) ? u.url : [u.url]).map((url) => ({ url, username: u.username ?? '', password: u.password ?? '' })),
+      timeouts: { connect: '2s', headers: '10s', body: '10s', ...u.timeouts },
+    })),
+  };
+}
+
+export async function startMirror(options: MirrorOptions): Promise<TestMirror> {
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'stevedore-cache-'));
+  const config = validateConfig(rawConfig(options, dir));
+  let text = '';
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      text += chunk.toString();
+      cb();
+    },
+  });
+  const log = createLogger('debug', sink);
+  const stevedore = await startStevedore(config, log);
+  return {
+    url: stevedore.url,
+    dir,
+    stevedore,
+    rawLogs: () => text,
+    logs: () => text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>),
+    async stop() {
+      await stevedore.close();
+      if (!options.dir) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface MirrorProcess {
+  url: string;
+  pid: number;
+  dir: string;
+  logFile: string;
+  logs(): string;
+  stop(): Promise<void>;
+}
+
+/** Runs `stevedore serve --config <file>` as a child process, as a user would. */
+export async function startMirrorProcess(options: MirrorOptions & { port: number }): Promise<MirrorProcess> {
+  const work = mkdtempSync(join(tmpdir(), 'stevedore-proc-'));
+  const dir = options.dir ?? join(work, 'data');
+  const configFile = join(work, 'mirror.yml');
+  const raw = rawConfig(options, dir);
+  raw.listen = `127.0.0.1:${options.port}`;
+  raw.logLevel = 'info';
+  writeFileSync(configFile, stringify(raw));
+  const logFile = join(work, 'stevedore.log');
+  const out = openSync(logFile, 'a');
+  const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'src/cli.ts'), 'serve', '--config', configFile], {
+    cwd: repoRoot,
+    stdio: ['ignore', out, out],
+    env: { ...process.env, STEVEDORE_CONFIG: '' },
+  });
+  closeSync(out);
+  const pid = child.pid;
+  if (pid === undefined) throw new Error('stevedore did not start');
+  const url = `http://127.0.0.1:${options.port}`;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      process.kill(pid, 'SIGTERM');
+      const timer = setTimeout(() => child.exitCode === null && process.kill(pid, 'SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    rmSync(work, { recursive: true, force: true });
+  };
+  const deadline = Date.now() + 30_000;
+  for (let attempt = 0; Date.now() < deadline; attempt++) {
+    if (child.exitCode !== null) break;
+    try {
+      const res = await request(`${url}/v2/`);
+      await res.body.dump();
+      if (res.statusCode === 200) return { url, pid, dir, logFile, logs: () => readFileSync(logFile, 'utf8'), stop };
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const logs = readFileSync(logFile, 'utf8');
+  await stop();
+  throw new Error(`stevedore did not become ready:\n${logs.slice(-4000)}`);
+}
