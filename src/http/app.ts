@@ -2,6 +2,7 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import type { Logger } from '../log.js';
 import type { Mirror } from '../mirror/mirror.js';
+import { routeUnknown } from '../oci/errors.js';
 import { errorHandler } from './error-handler.js';
 import { requestLog } from './request-log.js';
 import { v2Routes } from './v2-routes.js';
@@ -23,5 +24,8 @@ export function createApp({ mirror, log }: AppDeps): Koa {
   app.use(errorHandler(log));
   app.use(ops.routes());
   app.use(v2.routes());
+  app.use((ctx) => {
+    throw routeUnknown(ctx.path);
+  });
   return app;
 }

@@ -4,6 +4,7 @@ import type { Cache } from '../cache/cache.js';
 import type { Digest } from '../oci/digest.js';
 import type { Logger } from '../log.js';
 import type { Target } from './resolve.js';
+import { discard } from '../upstream/upstream-registry.js';
 
 /**
  * At most one upstream fetch per digest, process-wide. The fill runs at
@@ -43,7 +44,7 @@ export class BlobFills {
     try {
       fill = await this.cache.beginFill(digest, upstream.size);
     } catch (err) {
-      upstream.body.destroy();
+      discard(upstream.body);
       throw err;
     }
     const started = Date.now();

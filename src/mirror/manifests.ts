@@ -119,6 +119,12 @@ export class ManifestService {
   /** GETs a manifest, verifies its digest, and stores it before anyone sees it. */
   private async fetchAndStore(target: Target, reference: string, accept: readonly string[], expected?: Digest): Promise<Stored> {
     const fetched = await target.upstream.fetchManifest(target.repo, reference, accept, this.policy.maxManifestBytes);
+    const mediaType = manifestMediaType(fetched.bytes, fetched.contentType);
+    // Some registries answer an Accept they cannot meet with another type
+    // (distribution converts to schema 1): never pass that on.
+    if (!isAccepted(mediaType, accept)) {
+      throw manifestUnknown(reference, `upstream ${target.registry} offers ${target.repo}:${reference} only as ${mediaType}, which the client's Accept header does not list`);
+    }
     const algorithm = expected?.algorithm ?? (fetched.digest?.startsWith('sha512:') ? 'sha512' : 'sha256');
     const actual = digestOf(fetched.bytes, algorithm);
     const claimed = expected?.value ?? fetched.digest;
@@ -126,7 +132,6 @@ export class ManifestService {
       throw badGateway(`upstream ${target.registry} sent manifest ${target.repo}:${reference} with digest ${actual}, expected ${claimed}`);
     }
     const digest = parseDigest(actual);
-    const mediaType = manifestMediaType(fetched.bytes, fetched.contentType);
     await this.cache.storeManifest({
       digest,
       bytes: fetched.bytes,

@@ -28,9 +28,14 @@ export class UpstreamResolver {
 
   resolve(name: string, ns?: string): Target {
     if (name.length > MAX_NAME_LENGTH) throw nameInvalid(`repository name longer than ${MAX_NAME_LENGTH} characters`);
-    if (ns !== undefined) return this.target(this.lookup(ns, name), name);
     const slash = name.indexOf('/');
     const first = slash > 0 ? name.slice(0, slash) : '';
+    if (ns !== undefined) {
+      const upstream = this.lookup(ns, name);
+      // A path prefix naming the same registry is redundant: drop it.
+      const prefixed = first !== '' && this.byName.get(first.toLowerCase()) === upstream;
+      return this.target(upstream, prefixed ? name.slice(slash + 1) : name);
+    }
     if (first && looksLikeRegistryHost(first)) return this.target(this.lookup(first, name), name.slice(slash + 1));
     return this.target(this.lookup(this.defaultRegistry, name), name);
   }

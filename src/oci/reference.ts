@@ -32,5 +32,9 @@ export function validateTag(tag: string): string {
  * `localhost`): the same rule docker uses to tell a domain from a Hub namespace.
  */
 export function looksLikeRegistryHost(component: string): boolean {
-  return component === 'localhost' || component.includes('.') || component.includes(':');
+  if (component !== 'localhost' && !component.includes('.') && !component.includes(':')) return false;
+  return HOST.test(component);
 }
+
+const LABEL = '[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?';
+const HOST = new RegExp(`^${LABEL}(?:\\.${LABEL})*(?::[0-9]{1,5})?$`);

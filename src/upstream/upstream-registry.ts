@@ -78,7 +78,7 @@ export class UpstreamRegistry {
     if (res.status !== 200) throw await this.failure(res, () => manifestUnknown(reference, `${repo}:${reference} not found upstream in ${this.name}`));
     const declared = contentLength(res.headers);
     if (declared !== undefined && declared > maxBytes) {
-      res.body.destroy();
+      discard(res.body);
       throw tooLarge(`manifest ${repo}:${reference} is ${declared} bytes, over the ${maxBytes}-byte limit`);
     }
     const bytes = await readLimited(res.body, maxBytes, `manifest ${repo}:${reference}`);
@@ -135,12 +135,18 @@ async function readLimited(body: Readable, maxBytes: number, what: string): Prom
   for await (const chunk of body) {
     total += (chunk as Buffer).length;
     if (total > maxBytes) {
-      body.destroy();
+      discard(body);
       throw tooLarge(`${what} is over the ${maxBytes}-byte limit`);
     }
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks, total);
+}
+
+/** Drops a response body we will not read; its abort error is expected, not a crash. */
+export function discard(body: Readable): void {
+  body.on('error', () => undefined);
+  body.destroy();
 }
 
 function describe(err: unknown): string {

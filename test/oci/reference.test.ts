@@ -49,6 +49,9 @@ test('registry host detection matches docker normalization', () => {
   assert.ok(looksLikeRegistryHost('localhost'));
   assert.ok(looksLikeRegistryHost('registry:5000'));
   assert.ok(!looksLikeRegistryHost('library'));
+  assert.ok(!looksLikeRegistryHost('..'));
+  assert.ok(!looksLikeRegistryHost('a..b'));
+  assert.ok(!looksLikeRegistryHost('.hidden'));
 });
 
 test('Accept negotiation never returns an unlisted manifest type', () => {
