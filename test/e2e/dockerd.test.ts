@@ -1,0 +1,93 @@
+// End to end with dockerd, the client this mirror exists for: a real daemon
+// with registry-mirrors pointing at a Stevedore process, kept on the loopback.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { freePort, startRegistry, type RegistryHandle } from '../support/registry.js';
+import { startHubDouble, type HubDouble } from '../support/hub-double.js';
+import { seedStandard, type StandardSeed } from '../support/seed-standard.js';
+import { startMirrorProcess, type MirrorProcess } from '../support/stevedore.js';
+import { dockerdUnavailableReason, startDockerd, type DockerdHandle } from '../support/dockerd.js';
+
+const unavailable = await dockerdUnavailableReason();
+let registry: RegistryHandle;
+let hub: HubDouble;
+let mirror: MirrorProcess;
+let dockerd: DockerdHandle;
+let seed: StandardSeed;
+
+before(async () => {
+  if (unavailable) return;
+  registry = await startRegistry();
+  seed = await seedStandard(registry.url);
+  hub = await startHubDouble({ upstream: registry.url });
+  mirror = await startMirrorProcess({ port: await freePort(), upstreams: [{ registry: 'docker.io', url: hub.url }] });
+  dockerd = await startDockerd({ mirrorUrl: mirror.url });
+});
+
+after(async () => {
+  await dockerd?.stop();
+  await mirror?.stop();
+  await hub?.stop();
+  await registry?.stop();
+});
+
+interface LogLine {
+  path?: string;
+  msg?: string;
+  method?: string;
+  digest?: string;
+  cache?: string;
+  status?: number;
+}
+
+const requestLines = (): LogLine[] =>
+  mirror
+    .logs()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as LogLine)
+    .filter((l) => l.msg === 'request');
+
+test('dockerd pulls a multi-layer image through the mirror, and the re-pull is served from the cache', { skip: unavailable ?? false }, async () => {
+  const layers = seed.alpine.layers.map((l) => l.digest);
+  assert.ok(layers.length >= 3, 'a multi-layer image');
+  hub.resetStats();
+  const pull = await dockerd.docker(['pull', 'alpine:3.19']);
+  assert.equal(pull.code, 0, `docker pull failed: ${pull.stderr}\n${dockerd.logs().slice(-3000)}`);
+  const id = await dockerd.docker(['image', 'inspect', '--format', '{{.Id}}', 'alpine:3.19']);
+  assert.equal(id.stdout.trim(), seed.alpine.configDigest, 'the image id is the upstream config digest');
+  const repoDigests = await dockerd.docker(['image', 'inspect', '--format', '{{join .RepoDigests ","}}', 'alpine:3.19']);
+  assert.equal(repoDigests.stdout.trim(), `alpine@${seed.alpine.manifestDigest}`);
+  const cold = hub.stats();
+  assert.equal(cold.blobGet, layers.length + 1, 'config and every layer fetched from upstream once');
+  const coldLines = requestLines().filter((l) => l.method === 'GET' && layers.includes(l.digest ?? ''));
+  assert.deepEqual(coldLines.map((l) => l.cache), layers.map(() => 'miss'));
+
+  // Remove the image so that dockerd really pulls again.
+  assert.equal((await dockerd.docker(['rmi', 'alpine:3.19'])).code, 0);
+  hub.resetStats();
+  const before = requestLines().length;
+  const again = await dockerd.docker(['pull', 'alpine:3.19']);
+  assert.equal(again.code, 0, again.stderr);
+  const warm = hub.stats();
+  assert.equal(warm.blobGet, 0, 'no upstream blob request on the re-pull');
+  assert.equal(warm.manifestGet, 0, 'no upstream manifest GET on the re-pull');
+  const warmLines = requestLines().slice(before);
+  const blobHits = warmLines.filter((l) => l.method === 'GET' && [...layers, seed.alpine.configDigest].includes(l.digest ?? ''));
+  assert.equal(blobHits.length, layers.length + 1, 'dockerd fetched every blob from the mirror again');
+  assert.ok(blobHits.every((l) => l.cache === 'hit' && l.status === 200), JSON.stringify(blobHits));
+  const id2 = await dockerd.docker(['image', 'inspect', '--format', '{{.Id}}', 'alpine:3.19']);
+  assert.equal(id2.stdout.trim(), seed.alpine.configDigest);
+});
+
+test('a missing image fails fast: the mirror answers 404 and the fallback to Docker Hub cannot leave the machine', { skip: unavailable ?? false }, async () => {
+  hub.resetStats();
+  const started = Date.now();
+  const pull = await dockerd.docker(['pull', 'nosuch/thing:1'], { timeoutMs: 60_000 });
+  assert.notEqual(pull.code, 0);
+  assert.ok(Date.now() - started < 30_000, 'no long network timeout');
+  const asked = requestLines().filter((l) => l.status === 404 && l.path?.includes('/v2/nosuch/thing/manifests/1'));
+  assert.ok(asked.length >= 1, 'dockerd asked the mirror first');
+  assert.ok(hub.stats().manifestHead + hub.stats().manifestGet >= 1, 'the mirror asked its upstream');
+  assert.match(pull.stderr, /127\.0\.0\.1|not found|manifest unknown|proxyconnect/i);
+});
