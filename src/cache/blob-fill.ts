@@ -5,7 +5,8 @@ import type { Hash } from 'node:crypto';
 import { createDigester, type Digest } from '../oci/digest.js';
 import { GrowingReader } from './growing-reader.js';
 
-export type FillState = 'filling' | 'committed' | 'failed';
+/** filling → verified (digest checked; readers may finish) → committed (durable and indexed), or failed. */
+export type FillState = 'filling' | 'verified' | 'committed' | 'failed';
 
 export class DigestMismatchError extends Error {
   constructor(readonly expected: string, readonly actual: string, readonly size: number) {
@@ -41,6 +42,8 @@ export class BlobFill extends EventEmitter {
   state: FillState = 'filling';
   error: Error | undefined;
   written = 0;
+  /** The digest matched: every written byte may be served, even if publishing later fails. */
+  verified = false;
   private readonly hash: Hash;
   private readers = 0;
   private readHandleClosed = false;
@@ -58,37 +61,47 @@ export class BlobFill extends EventEmitter {
 
   /** Bytes a reader may see now: everything but the last byte until verified. */
   get readableLimit(): number {
-    if (this.state === 'committed') return this.written;
+    if (this.verified) return this.written;
     const cap = this.expectedSize !== undefined ? this.expectedSize - 1 : this.written - 1;
     return Math.max(0, Math.min(this.written, cap));
   }
 
   /** The blob's size once known. */
   get size(): number | undefined {
-    return this.state === 'committed' ? this.written : this.expectedSize;
+    return this.state === 'filling' ? this.expectedSize : this.written;
   }
 
-  async append(chunk: Buffer): Promise<void> {
+  /** Appends chunks with one positioned write: syscalls, not chunks, are the cost on the fill path. */
+  async append(chunks: Buffer[]): Promise<void> {
     if (this.state !== 'filling') throw new Error(`append to a ${this.state} fill of ${this.digest.value}`);
-    if (this.expectedSize !== undefined && this.written + chunk.length > this.expectedSize) {
-      throw new SizeMismatchError(this.expectedSize, this.written + chunk.length);
+    let length = 0;
+    for (const chunk of chunks) length += chunk.length;
+    if (this.expectedSize !== undefined && this.written + length > this.expectedSize) {
+      throw new SizeMismatchError(this.expectedSize, this.written + length);
     }
-    let offset = 0;
-    while (offset < chunk.length) {
-      const { bytesWritten } = await this.files.writeHandle.write(chunk, offset, chunk.length - offset, this.written + offset);
-      offset += bytesWritten;
+    let pending = chunks;
+    let position = this.written;
+    // Bounded: every pass writes at least one byte or throws.
+    while (pending.length > 0) {
+      const { bytesWritten } = await this.files.writeHandle.writev(pending, position);
+      if (bytesWritten <= 0) throw new Error(`short write to the temp file of ${this.digest.value}`);
+      position += bytesWritten;
+      pending = dropBytes(pending, bytesWritten);
     }
-    this.hash.update(chunk);
-    this.written += chunk.length;
+    for (const chunk of chunks) this.hash.update(chunk);
+    this.written += length;
     this.emit('progress');
   }
 
-  /** A Writable over append(), so an upstream body pipes in with backpressure. */
+  /**
+   * A Writable over append(), so an upstream body pipes in with backpressure.
+   * While one write is in flight the next chunks queue up, and writev takes them together.
+   */
   writable(): Writable {
     return new Writable({
-      highWaterMark: 1 << 20,
-      write: (chunk: Buffer, _encoding, callback) => {
-        this.append(chunk).then(() => callback(), callback);
+      highWaterMark: 4 << 20,
+      writev: (entries, callback) => {
+        this.append(entries.map((e) => e.chunk as Buffer)).then(() => callback(), callback);
       },
     });
   }
@@ -100,6 +113,10 @@ export class BlobFill extends EventEmitter {
     }
     const actual = `${this.digest.algorithm}:${this.hash.digest('hex')}`;
     if (actual !== this.digest.value) throw new DigestMismatchError(this.digest.value, actual, this.written);
+    // Verified bytes may complete their responses now; durability is the cache's concern, not the client's.
+    this.state = 'verified';
+    this.verified = true;
+    this.emit('progress');
     await this.files.writeHandle.sync();
     await this.files.writeHandle.close();
     await this.files.publish();
@@ -112,10 +129,11 @@ export class BlobFill extends EventEmitter {
 
   /** Marks the fill failed: readers abort, and the temp file is removed. */
   async fail(error: Error): Promise<void> {
-    if (this.state !== 'filling') return;
+    if (this.state === 'committed' || this.state === 'failed') return;
     this.state = 'failed';
     this.error = error;
-    this.emit('progress');
+    // Readers of verified bytes finish; only unverified transfers are aborted.
+    if (!this.verified) this.emit('progress');
     this.emit('settled');
     await this.files.writeHandle.close().catch(() => undefined);
     await this.files.discard().catch(() => undefined);
@@ -142,8 +160,18 @@ export class BlobFill extends EventEmitter {
   }
 
   private releaseReadHandleIfUnused(): void {
-    if (this.state === 'filling' || this.readers > 0 || this.readHandleClosed) return;
+    if (this.state === 'filling' || this.state === 'verified' || this.readers > 0 || this.readHandleClosed) return;
     this.readHandleClosed = true;
     this.files.readHandle.close().catch(() => undefined);
   }
+}
+
+/** The chunks left after the first `count` bytes were written. */
+function dropBytes(chunks: Buffer[], count: number): Buffer[] {
+  let skip = count;
+  let index = 0;
+  while (index < chunks.length && skip >= chunks[index]!.length) skip -= chunks[index++]!.length;
+  const rest = chunks.slice(index);
+  if (skip > 0 && rest.length > 0) rest[0] = rest[0]!.subarray(skip);
+  return rest;
 }

@@ -50,11 +50,11 @@ export class GrowingReader extends Readable {
       // Bounded: each pass either pushes bytes, ends, fails, or parks on 'progress'.
       for (;;) {
         if (this.destroyed) return;
-        if (this.fill.state === 'failed') {
+        if (this.fill.state === 'failed' && !this.fill.verified) {
           this.destroy(this.fill.error ?? new Error('fill failed'));
           return;
         }
-        const last = this.end ?? (this.fill.state === 'committed' ? this.fill.written - 1 : Number.POSITIVE_INFINITY);
+        const last = this.end ?? (this.fill.verified ? this.fill.written - 1 : Number.POSITIVE_INFINITY);
         if (this.position > last) {
           this.push(null);
           return;

@@ -10,6 +10,7 @@ import { startHubDouble, type HubDouble } from '../support/hub-double.js';
 import { pushBlob, deterministicBytes, bigBlob } from '../support/seed.js';
 import { startMirror, type TestMirror } from '../support/stevedore.js';
 import { get, json, streamDigest } from '../support/http.js';
+import { waitFor } from '../support/wait.js';
 
 const MiB = 1024 * 1024;
 let registry: RegistryHandle;
@@ -75,8 +76,9 @@ test('a follower that joins mid-fill gets its first bytes before the fill ends',
     await new Promise((r) => setTimeout(r, 500));
     const follower = await streamDigest(blobUrl('follower'));
     const first = await leader;
-    const cached = mirror.logs().find((l) => l.msg === 'blob cached' && l.digest === blobs.follower!.digest);
-    assert.ok(cached, 'the fill completed');
+    const isCached = (l: Record<string, unknown>): boolean => l.msg === 'blob cached' && l.digest === blobs.follower!.digest;
+    await waitFor('the fill to be committed', () => mirror.logs().some(isCached));
+    const cached = mirror.logs().find(isCached)!;
     const fillEnded = Date.parse(String(cached.time));
     assert.ok(follower.firstByteAt < fillEnded - 300, `follower's first byte (${follower.firstByteAt}) came well before the fill ended (${fillEnded})`);
     assert.equal(follower.digest, blobs.follower!.digest);
@@ -113,7 +115,7 @@ test('a corrupt upstream body aborts the client and leaves nothing in the index 
   // Once the upstream is healthy again, a retry gets the right bytes.
   const retry = await streamDigest(blobUrl('corrupt'));
   assert.equal(retry.digest, digest);
-  assert.equal(existsSync(blobPath(digest)), true);
+  await waitFor('the blob file', () => existsSync(blobPath(digest)));
 });
 
 test('Range on a cached blob: closed, open, suffix, trimmed and unsatisfiable', async () => {
@@ -178,7 +180,7 @@ test('the fill survives the first client disconnecting, and the follower complet
   } finally {
     hub.throttle(null);
   }
-  assert.equal(existsSync(blobPath(digest)), true, 'the blob was cached although its first client left');
+  await waitFor('the blob to be cached although its first client left', () => existsSync(blobPath(digest)));
 });
 
 test('blob redirects to a CDN are followed without sending our Authorization there', async () => {
