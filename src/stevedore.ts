@@ -10,6 +10,8 @@ import { EndpointClient } from './upstream/endpoint-client.js';
 import { TokenCache } from './upstream/token-cache.js';
 import { UpstreamRegistry } from './upstream/upstream-registry.js';
 
+const FILL_DRAIN_MS = 20_000;
+
 export interface Stevedore {
   server: Server;
   mirror: Mirror;
@@ -60,10 +62,13 @@ export async function startStevedore(config: Config, log: Logger): Promise<Steve
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
-      await new Promise<void>((resolve) => {
+      const closed = new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
       });
+      // Fills run independently of clients: let them land before the index closes.
+      await mirror.fills.drain(FILL_DRAIN_MS);
+      await closed;
       await Promise.all(upstreams.flatMap((u) => u.registry.endpoints.map((e) => e.close())));
       cache.close();
     })());

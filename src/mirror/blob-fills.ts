@@ -27,6 +27,18 @@ export class BlobFills {
     return this.active.size;
   }
 
+  /** Waits for running fills to finish (or fail), up to `timeoutMs`; for shutdown. */
+  async drain(timeoutMs: number): Promise<void> {
+    const running = [...this.active.values()].map((p) => p.then((fill) => fill.settled()));
+    if (running.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+    });
+    await Promise.race([Promise.allSettled(running), deadline]);
+    clearTimeout(timer);
+  }
+
   /** Joins the fill of `digest`, starting it from `source` if none runs. */
   join(digest: Digest, source: Target): { fill: Promise<BlobFill>; shared: boolean } {
     const existing = this.active.get(digest.value);

@@ -14,9 +14,9 @@ function scratch(t: { after(fn: () => void): void }): string {
   return dir;
 }
 
-test('the shipped mirror.yml equals the built-in defaults', () => {
+test('the shipped mirror.yml equals the built-in defaults', (t) => {
   const fromFile = loadConfig({ file: join(repoRoot, 'mirror.yml'), env: {}, cwd: repoRoot });
-  const builtIn = loadConfig({ env: {}, cwd: scratch({ after: () => undefined }) });
+  const builtIn = loadConfig({ env: {}, cwd: scratch(t) });
   assert.equal(fromFile.listen, '0.0.0.0:5000');
   assert.equal(fromFile.cache.tagTtl, 600_000);
   assert.equal(fromFile.cache.maxManifestSize, 4 * 1024 * 1024);

@@ -2,8 +2,8 @@
 // signed URL on a different host string (localhost), like Hub → Cloudflare.
 // It needs no auth and counts any Authorization header that leaks to it.
 import { createHmac, randomBytes } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { closeServer, listen, trackSockets } from './hub-http.js';
 
 export interface CdnServer {
   port: number;
@@ -16,35 +16,6 @@ export interface CdnServer {
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
-
-function listen(server: Server, port: number, host: string): Promise<number> {
-  return new Promise<number>((resolve, reject) => {
-    const onError = (err: Error): void => reject(err);
-    server.once('error', onError);
-    server.listen(port, host, () => {
-      server.off('error', onError);
-      const addr = server.address();
-      resolve(addr && typeof addr === 'object' ? addr.port : port);
-    });
-  });
-}
-
-function trackSockets(server: Server): Set<Socket> {
-  const sockets = new Set<Socket>();
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.once('close', () => sockets.delete(s));
-  });
-  return sockets;
-}
-
-async function closeServer(server: Server, sockets: Set<Socket>): Promise<void> {
-  if (!server.listening) return;
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  server.closeAllConnections();
-  for (const s of sockets) s.destroy();
-  await closed;
-}
 
 export async function startCdn(handler: Handler): Promise<CdnServer> {
   const key = randomBytes(16);
@@ -81,5 +52,3 @@ export async function startCdn(handler: Handler): Promise<CdnServer> {
     },
   };
 }
-
-export { closeServer, listen, trackSockets };

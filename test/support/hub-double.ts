@@ -3,8 +3,9 @@
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { Agent, request } from 'undici';
-import { closeServer, listen, startCdn, trackSockets } from './hub-cdn.js';
+import { startCdn } from './hub-cdn.js';
 import { FaultState, pumpBody, type FailFilter, type RequestKind } from './hub-faults.js';
+import { closeServer, firstRangeStart, listen, readSmallBody, sendJson, trackSockets } from './hub-http.js';
 import { classify, recordAuth, type AuthRecord, type HubStats, StatsBook } from './hub-stats.js';
 import {
   HUB_SERVICE, TokenStore, bearerChallenge, credentialsMatch, errorBody, errorCodeFor, parseBasic, tokenBody,
@@ -61,26 +62,6 @@ const COPY_HEADERS = [
 const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' };
 const REPO_RE = /^\/v2\/(.+)\/(?:manifests\/[^/]+|blobs\/[^/]+|blobs\/uploads\/.*|tags\/list)$/;
 const BLOB_RE = /\/blobs\/(sha256:[a-f0-9]{64})$/;
-
-function sendJson(res: ServerResponse, status: number, body: string, headers: OutgoingHttpHeaders = {}): void {
-  if (res.headersSent || res.destroyed) return;
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers });
-  res.end(body);
-}
-
-function firstRangeStart(contentRange: string | undefined): { start: number; total: number | undefined } {
-  const m = contentRange ? /bytes (\d+)-\d+\/(\d+|\*)/.exec(contentRange) : null;
-  return { start: m?.[1] ? Number(m[1]) : 0, total: m?.[2] && m[2] !== '*' ? Number(m[2]) : undefined };
-}
-
-async function readSmallBody(req: IncomingMessage, limit = 64 * 1024): Promise<string> {
-  let data = '';
-  for await (const chunk of req) {
-    data += String(chunk);
-    if (data.length > limit) throw new Error('body too large');
-  }
-  return data;
-}
 
 export async function startHubDouble(opts: HubDoubleOptions): Promise<HubDouble> {
   const upstream = opts.upstream.replace(/\/+$/, '');

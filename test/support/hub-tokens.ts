@@ -102,7 +102,8 @@ export function tokenBody(t: IssuedToken, ttlSeconds: number): string {
   return JSON.stringify({
     token: t.token,
     access_token: t.token,
-    expires_in: ttlSeconds,
+    // Whole seconds, as clients parse an int; a fractional TTL still expires on time.
+    expires_in: Math.ceil(ttlSeconds),
     issued_at: t.issuedAt.toISOString(),
   });
 }

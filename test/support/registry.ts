@@ -30,6 +30,8 @@ export interface RegistryHandle {
   /** Temp dir holding config.yml, registry.log and data/. Removed by stop(). */
   dir: string;
   logFile: string;
+  /** The registry's stdout+stderr so far, for assertion messages. */
+  readLog(): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -170,6 +172,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Re
       pid,
       dir,
       logFile,
+      readLog: () => readFile(logFile, 'utf8').catch(() => ''),
       async stop(): Promise<void> {
         if (stopped) return;
         stopped = true;

@@ -153,6 +153,21 @@ describe('stevedore test harness', () => {
     assert.deepEqual(s.requests.map((r) => r.status), [401, 401, 200, 200, 200, 200, 401, 401]);
   });
 
+  test('token TTL: a short-lived token stops working on time', async () => {
+    hub.tokenTtlSeconds = 0.2;
+    try {
+      const res = await get(`${hub.url}/token?service=registry.test&scope=repository:acme/app:pull`);
+      assert.equal((JSON.parse(res.body.toString()) as { expires_in: number }).expires_in, 1);
+      const token = (JSON.parse(res.body.toString()) as { token: string }).token;
+      const url = `${hub.url}/v2/acme/app/tags/list`;
+      assert.equal((await get(url, { authorization: `Bearer ${token}` })).status, 200);
+      await new Promise((r) => setTimeout(r, 250));
+      assert.equal((await get(url, { authorization: `Bearer ${token}` })).status, 401);
+    } finally {
+      hub.tokenTtlSeconds = 300;
+    }
+  });
+
   test('hub double with credentials: /token demands Basic auth; credentials only go to /token', async () => {
     hubAuth.resetStats();
     const tokenUrl = `${hubAuth.url}/token?service=registry.test&scope=repository:acme/app:pull`;
@@ -252,6 +267,22 @@ describe('stevedore test harness', () => {
       `docker://127.0.0.1:${hubAuth.port}/library/busybox:multi`, `dir:${dest2}`,
     ], { timeout: SKOPEO_TIMEOUT });
     assert.deepEqual(await readFile(join(dest2, 'manifest.json')), seed.busybox.children['linux/arm64']?.manifestBytes);
+    const basicPaths = new Set(hubAuth.authSeen().filter((a) => a.authorization.startsWith('Basic ')).map((a) => a.path));
+    assert.deepEqual([...basicPaths], ['/token']);
+  });
+
+  test('startRegistry({proxy}) runs distribution as a pull-through cache of the double', async () => {
+    hubAuth.resetStats();
+    const px = await startRegistry({ proxy: { remoteurl: hubAuth.url, ...creds } });
+    try {
+      const { stdout } = await run('skopeo', ['inspect', '--tls-verify=false', `docker://127.0.0.1:${px.port}/acme/app:v1`], {
+        timeout: SKOPEO_TIMEOUT,
+      });
+      assert.equal((JSON.parse(stdout) as { Digest: string }).Digest, seed.app.manifestDigest, await px.readLog());
+    } finally {
+      await px.stop();
+    }
+    assert.ok(hubAuth.stats().tokens >= 1);
     const basicPaths = new Set(hubAuth.authSeen().filter((a) => a.authorization.startsWith('Basic ')).map((a) => a.path));
     assert.deepEqual([...basicPaths], ['/token']);
   });
