@@ -1,31 +1,24 @@
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
 
-const duration = (fallback: string) =>
+/** A human string in config (`10m`, `4MiB`) that becomes a number inside. */
+const human = (parse: (text: string) => number | undefined, expected: string) => (fallback: string) =>
   z
     .string()
     .default(fallback)
     .transform((text, ctx) => {
-      const ms = parseDuration(text);
-      if (ms === undefined) {
-        ctx.addIssue({ code: 'custom', message: `expected a duration such as 30s, 10m, 6h or 7d, got "${text}"` });
+      const value = parse(text);
+      if (value === undefined) {
+        ctx.addIssue({ code: 'custom', message: `expected ${expected}, got "${text}"` });
         return z.NEVER;
       }
-      return ms;
+      return value;
     });
 
-const size = (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .transform((text, ctx) => {
-      const bytes = parseSize(text);
-      if (bytes === undefined) {
-        ctx.addIssue({ code: 'custom', message: `expected a size such as 4MiB or 50GiB, got "${text}"` });
-        return z.NEVER;
-      }
-      return bytes;
-    });
+/** Milliseconds. */
+const duration = human(parseDuration, 'a duration such as 30s, 10m, 6h or 7d');
+/** Bytes. */
+const size = human(parseSize, 'a size such as 4MiB or 50GiB');
 
 const listenAddress = z
   .string()
