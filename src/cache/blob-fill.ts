@@ -47,6 +47,7 @@ export class BlobFill extends EventEmitter {
   private readonly hash: Hash;
   private readers = 0;
   private readHandleClosed = false;
+  private lastAppend: Promise<void> = Promise.resolve();
 
   constructor(
     readonly digest: Digest,
@@ -71,8 +72,19 @@ export class BlobFill extends EventEmitter {
     return this.state === 'filling' ? this.expectedSize : this.written;
   }
 
+  /** Resolves when no append is in flight, so `written` is final (before a resume, say). */
+  idle(): Promise<void> {
+    return this.lastAppend.catch(() => undefined);
+  }
+
   /** Appends chunks with one positioned write: syscalls, not chunks, are the cost on the fill path. */
-  async append(chunks: Buffer[]): Promise<void> {
+  append(chunks: Buffer[]): Promise<void> {
+    const done = this.lastAppend.catch(() => undefined).then(() => this.appendNow(chunks));
+    this.lastAppend = done;
+    return done;
+  }
+
+  private async appendNow(chunks: Buffer[]): Promise<void> {
     if (this.state !== 'filling') throw new Error(`append to a ${this.state} fill of ${this.digest.value}`);
     let length = 0;
     for (const chunk of chunks) length += chunk.length;

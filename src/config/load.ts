@@ -2,14 +2,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { credentialsFor, loadDockerAuths } from './docker-config.js';
+import { ConfigError } from './errors.js';
 import { configSchema, DEFAULT_UPSTREAMS, type Config } from './schema.js';
 
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ConfigError';
-  }
-}
+export { ConfigError };
 
 export interface LoadOptions {
   /** An explicit config file; else STEVEDORE_CONFIG, else ./mirror.yml when present. */
@@ -44,6 +41,7 @@ export function loadConfig(options: LoadOptions = {}): Config & { source: string
   const merged = applyEnvOverrides(raw as Record<string, unknown>, env);
   const config = validateConfig(merged);
   readSecretFiles(config, cwd);
+  if (config.dockerConfig) applyDockerConfig(config, resolve(cwd, config.dockerConfig));
   config.cache.dir = resolve(cwd, config.cache.dir);
   return { ...config, source: file ?? '(embedded defaults)' };
 }
@@ -75,6 +73,18 @@ function readSecretFiles(config: Config, cwd: string): void {
       }
     }),
   );
+}
+
+/** Endpoints without credentials of their own take them from a Docker config.json. */
+function applyDockerConfig(config: Config, path: string): void {
+  const auths = loadDockerAuths(path);
+  for (const upstream of config.upstreams) {
+    for (const endpoint of upstream.endpoints) {
+      if (endpoint.username || endpoint.mirror) continue;
+      const found = credentialsFor(auths, endpoint.url);
+      if (found) Object.assign(endpoint, found);
+    }
+  }
 }
 
 /**

@@ -17,6 +17,16 @@ const human = (parse: (text: string) => number | undefined, expected: string) =>
 
 /** Milliseconds. */
 const duration = human(parseDuration, 'a duration such as 30s, 10m, 6h or 7d');
+/** Milliseconds, or undefined to inherit the global value. */
+const optionalDuration = z
+  .string()
+  .optional()
+  .transform((text, ctx) => {
+    if (text === undefined || text === '') return undefined;
+    const value = parseDuration(text);
+    if (value === undefined) ctx.addIssue({ code: 'custom', message: `expected a duration such as 30s, 10m, 6h or 7d, got "${text}"` });
+    return value;
+  });
 /** Bytes. */
 const size = human(parseSize, 'a size such as 4MiB or 50GiB');
 
@@ -33,6 +43,8 @@ const endpointSchema = z.strictObject({
   password: z.string().default(''),
   /** Read the password from this file (a mounted secret) when set. */
   passwordFile: z.string().default(''),
+  /** The endpoint is another Stevedore: pass ?ns= along and the loop-detection chain. */
+  mirror: z.boolean().default(false),
 });
 
 const timeoutsSchema = z
@@ -51,6 +63,22 @@ const upstreamSchema = z.strictObject({
   aliases: z.array(z.string()).default([]),
   endpoints: z.array(endpointSchema).min(1, 'an upstream needs at least one endpoint'),
   timeouts: timeoutsSchema,
+  /** Overrides cache.tagTtl for this registry. */
+  tagTtl: optionalDuration,
+  /** Blob fills running at once against this registry; more wait their turn. */
+  maxConcurrentFetches: z.number().int().min(1).max(10_000).default(32),
+  /** Repository patterns (`library/*`, `team/**`): when set, only these may be pulled. */
+  allow: z.array(z.string().min(1)).default([]),
+  /** Repository patterns that may never be pulled; deny wins over allow. */
+  deny: z.array(z.string().min(1)).default([]),
+  rateLimit: z
+    .strictObject({
+      /** Log a warning when ratelimit-remaining falls below this. */
+      warnBelow: z.number().int().min(0).default(20),
+      /** Below this, cached tags are served without revalidation; only missing content is fetched. */
+      minRemaining: z.number().int().min(0).default(5),
+    })
+    .prefault({}),
 });
 
 /** Docker Hub, anonymous: what a mirror with no config file pulls from. */
@@ -70,8 +98,23 @@ export const configSchema = z.strictObject({
       revalidateTimeout: duration('3s'),
       maxManifestSize: size('4MiB'),
       accessFlushInterval: duration('5s'),
+      notFoundTtl: duration('30s'),
     })
     .prefault({}),
+  /** Upstream health: active probes and the per-endpoint circuit breaker. */
+  health: z
+    .strictObject({
+      probeInterval: duration('30s'),
+      probeTimeout: duration('5s'),
+      failureThreshold: z.number().int().min(1).default(3),
+      openMin: duration('30s'),
+      openMax: duration('10m'),
+    })
+    .prefault({}),
+  /** A Docker config.json whose `auths` supply credentials for endpoints that set none. */
+  dockerConfig: z.string().default(''),
+  /** This instance's name in the loop-detection chain between mirrors; empty: a random id kept in the cache dir. */
+  instanceId: z.string().regex(/^[A-Za-z0-9._-]*$/, 'letters, digits, dot, dash and underscore only').default(''),
   upstreams: z
     .array(upstreamSchema)
     .min(1, 'configure at least one upstream')

@@ -10,12 +10,14 @@ import { v2Routes } from './v2-routes.js';
 export interface AppDeps {
   mirror: Mirror;
   log: Logger;
+  /** This mirror's name in the chain other mirrors send, to detect loops. */
+  instanceId: string;
 }
 
-export function createApp({ mirror, log }: AppDeps): Koa {
+export function createApp({ mirror, log, instanceId }: AppDeps): Koa {
   const app = new Koa();
   app.silent = true; // errors are logged by our own middleware
-  const v2 = v2Routes(mirror);
+  const v2 = v2Routes(mirror, instanceId);
   const ops = new Router();
   ops.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok', fillsInProgress: mirror.fills.inProgress };

@@ -13,6 +13,7 @@ export function errorHandler(log: Logger) {
         log.error({ err, method: ctx.method, path: ctx.path.slice(0, 300) }, 'unexpected error');
       }
       ctx.state.error = error.detail ?? error.message;
+      if (error.outcome) ctx.state.cache = error.outcome;
       if (ctx.headerSent) return;
       ctx.status = error.status;
       for (const [name, value] of Object.entries(error.headers)) ctx.set(name, value);

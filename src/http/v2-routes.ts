@@ -1,18 +1,21 @@
 import type { Context } from 'koa';
 import Router from '@koa/router';
-import { digestInvalid, nameInvalid, routeUnknown, unsupported } from '../oci/errors.js';
+import { digestInvalid, loopDetected, nameInvalid, routeUnknown, unsupported } from '../oci/errors.js';
+import { VIA_HEADER } from '../oci/headers.js';
 import { parseAccept } from '../oci/media-types.js';
 import { validateTag } from '../oci/reference.js';
 import type { Mirror, Target } from '../mirror/mirror.js';
 import { requestedRange } from './range.js';
 import type { RequestLogFields } from './request-log.js';
 
+/** More hops than any sane mirror tree; longer chains are cut. */
+const MAX_VIA = 16;
 const API_VERSION = { 'Docker-Distribution-API-Version': 'registry/2.0' };
 /** `/v2/<name>/<kind>/<reference>`; the name is greedy, so it may contain `/manifests/`. */
 const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|tags|referrers)\/([^/]+)$/;
 
 /** Translates the /v2 pull API between HTTP and the mirror; no policy lives here. */
-export function v2Routes(mirror: Mirror): Router {
+export function v2Routes(mirror: Mirror, instanceId: string): Router {
   const router = new Router();
 
   router.use('/v2', async (ctx, next) => {
@@ -39,7 +42,7 @@ export function v2Routes(mirror: Mirror): Router {
       throw kind === 'manifests' ? validateTagError(reference) : digestInvalid('percent-encoded characters are not allowed in digests');
     }
     const head = ctx.method === 'HEAD';
-    const target = mirror.resolve(rawName, singleQuery(ctx, 'ns'));
+    const target = mirror.resolve(rawName, singleQuery(ctx, 'ns'), viaChain(ctx, instanceId));
     const log = ctx.state as RequestLogFields;
     log.repo = target.repo;
     log.upstream = target.registry;
@@ -118,6 +121,14 @@ async function serveReferrers(ctx: Context, mirror: Mirror, target: Target, dige
   ctx.body = page.body;
   ctx.type = page.contentType ?? 'application/vnd.oci.image.index.v1+json';
   ctx.set(page.headers);
+}
+
+/** The mirrors this request already passed through, plus this one; a repeat is a loop. */
+function viaChain(ctx: Context, instanceId: string): string[] {
+  const header = ctx.get(VIA_HEADER);
+  const chain = header ? header.split(',').map((s) => s.trim()).filter(Boolean).slice(0, MAX_VIA) : [];
+  if (chain.includes(instanceId)) throw loopDetected(`request passed ${[...chain, instanceId].join(' → ')}: check the endpoints of these mirrors`);
+  return [...chain, instanceId];
 }
 
 function singleQuery(ctx: Context, name: string): string | undefined {

@@ -1,15 +1,18 @@
 import { pipeline } from 'node:stream/promises';
+import { Transform } from 'node:stream';
 import type { BlobFill } from '../cache/blob-fill.js';
 import type { Cache } from '../cache/cache.js';
 import type { Digest } from '../oci/digest.js';
 import type { Logger } from '../log.js';
+import type { EndpointClient } from '../upstream/endpoint-client.js';
+import { describe, discard, type BlobStream } from '../upstream/upstream-registry.js';
 import type { Target } from './resolve.js';
-import { discard } from '../upstream/upstream-registry.js';
 
 /**
  * At most one upstream fetch per digest, process-wide. The fill runs at
  * upstream speed into the cache; every client, the first one included, reads
- * the growing file, so no client can slow or cancel it.
+ * the growing file, so no client can slow or cancel it. When an endpoint dies
+ * mid-blob, the fill resumes with a Range request from the next endpoint.
  */
 export class BlobFills {
   private readonly active = new Map<string, Promise<BlobFill>>();
@@ -51,29 +54,87 @@ export class BlobFills {
   }
 
   private async start(digest: Digest, source: Target, done: () => void): Promise<BlobFill> {
-    const upstream = await source.upstream.openBlob(source.repo, digest.value);
+    const release = await source.upstream.fetchSlots.acquire();
     let fill: BlobFill;
+    let upstream: BlobStream;
     try {
-      fill = await this.cache.beginFill(digest, upstream.size);
+      upstream = await source.upstream.openBlob(source.repo, digest.value, { via: source.via });
+      try {
+        fill = await this.cache.beginFill(digest, upstream.size);
+      } catch (err) {
+        discard(upstream.body);
+        throw err;
+      }
     } catch (err) {
-      discard(upstream.body);
+      release();
       throw err;
     }
-    const started = Date.now();
-    pipeline(upstream.body, fill.writable())
-      .then(() => this.cache.commitFill(fill, { upstream: source.registry, repo: source.repo }))
-      .then(
-        () => this.log.info({ digest: digest.value, upstream: source.registry, repo: source.repo, bytes: fill.written, ms: Date.now() - started, endpoint: upstream.endpoint }, 'blob cached'),
-        async (err: Error) => {
-          await fill.fail(err);
-          this.log.warn({ digest: digest.value, upstream: source.registry, repo: source.repo, bytes: fill.written, err: err.message, endpoint: upstream.endpoint }, 'blob fill failed; nothing cached');
-        },
-      )
+    this.drive(fill, upstream, source)
+      .finally(release)
       .finally(done);
     return fill;
+  }
+
+  /** Streams the upstream body into the fill, resuming elsewhere on a broken body, then commits. */
+  private async drive(fill: BlobFill, first: BlobStream, source: Target): Promise<void> {
+    const started = Date.now();
+    const digest = fill.digest.value;
+    const broken = new Set<EndpointClient>();
+    let stream = first;
+    const maxResumes = source.upstream.endpoints.length + 1;
+    try {
+      for (let resumes = 0; ; resumes++) {
+        let failure: unknown;
+        try {
+          await (stream.skip > 0 ? pipeline(stream.body, skipBytes(stream.skip), fill.writable()) : pipeline(stream.body, fill.writable()));
+        } catch (err) {
+          failure = err;
+        }
+        await fill.idle();
+        const short = fill.expectedSize !== undefined && fill.written < fill.expectedSize;
+        if (failure === undefined && !short) break;
+        if (fill.state !== 'filling' || resumes >= maxResumes || (failure !== undefined && !isStreamBreak(failure))) {
+          throw failure ?? new Error(`upstream body ended at ${fill.written} of ${fill.expectedSize} bytes`);
+        }
+        const reason = failure !== undefined ? describe(failure) : 'body ended early';
+        stream.endpoint.state.failure(`blob ${digest} broke at ${fill.written} bytes: ${reason}`);
+        broken.add(stream.endpoint);
+        this.log.warn({ digest, upstream: source.registry, endpoint: stream.endpoint.displayUrl, bytes: fill.written, err: reason }, 'upstream blob stream broke; resuming with a Range request');
+        stream = await source.upstream.openBlob(source.repo, digest, { offset: fill.written, via: source.via, avoid: broken });
+      }
+      await this.cache.commitFill(fill, { upstream: source.registry, repo: source.repo });
+      this.log.info({ digest, upstream: source.registry, repo: source.repo, bytes: fill.written, ms: Date.now() - started, endpoint: stream.endpoint.displayUrl }, 'blob cached');
+    } catch (err) {
+      await fill.fail(err as Error);
+      this.log.warn({ digest, upstream: source.registry, repo: source.repo, bytes: fill.written, err: describe(err), endpoint: stream.endpoint.displayUrl }, 'blob fill failed; nothing cached');
+    }
   }
 
   private forget(digest: Digest, fill: Promise<BlobFill>): void {
     if (this.active.get(digest.value) === fill) this.active.delete(digest.value);
   }
+}
+
+/** A network failure of the body (reset, premature close, timeout), as opposed to bad content. */
+function isStreamBreak(err: unknown): boolean {
+  const { name, code } = err as NodeJS.ErrnoException;
+  if (name === 'DigestMismatchError' || name === 'SizeMismatchError') return false;
+  return !['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EBADF'].includes(code ?? '');
+}
+
+/** Drops the first `count` bytes: an upstream that ignored our Range resent them. */
+function skipBytes(count: number): Transform {
+  let left = count;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      if (left >= chunk.length) {
+        left -= chunk.length;
+        callback();
+        return;
+      }
+      const rest = left > 0 ? chunk.subarray(left) : chunk;
+      left = 0;
+      callback(null, rest);
+    },
+  });
 }

@@ -33,7 +33,7 @@ export class BlobService {
     const running = this.fills.current(digest);
     if (head && !running) {
       // A HEAD does not start a fill: the client may never GET the blob.
-      const size = await target.upstream.headBlob(target.repo, digest.value);
+      const size = await target.upstream.headBlob(target.repo, digest.value, target.via);
       if (size !== undefined) return { digest: digest.value, size, cache: 'pass', open: () => { throw new Error('HEAD has no body'); } };
     }
     const { fill: pending, shared } = this.fills.join(digest, target);

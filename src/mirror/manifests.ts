@@ -1,7 +1,8 @@
 import type { Cache } from '../cache/cache.js';
 import type { TagRecord } from '../cache/cache-index.js';
 import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
-import { badGateway, isRegistryError, manifestUnknown } from '../oci/errors.js';
+import { LRUCache } from 'lru-cache';
+import { badGateway, isRegistryError, manifestUnknown, withOutcome, type RegistryError } from '../oci/errors.js';
 import { manifestMediaType, referencedDigests } from '../oci/manifest.js';
 import { isAccepted, MANIFEST_MEDIA_TYPES } from '../oci/media-types.js';
 import type { Logger } from '../log.js';
@@ -10,7 +11,10 @@ import type { Target } from './resolve.js';
 import { SingleFlight } from './single-flight.js';
 
 export interface ManifestPolicy {
+  /** Default; an upstream's own tagTtl wins. */
   tagTtlMs: number;
+  /** How long an upstream 404 for a tag or digest is remembered. */
+  notFoundTtlMs: number;
   maxStaleMs: number;
   maxManifestBytes: number;
   revalidateTimeoutMs: number;
@@ -39,17 +43,31 @@ interface Stored {
 export class ManifestService {
   private readonly fetches = new SingleFlight<Stored>();
   private readonly revalidations = new SingleFlight<string | undefined>();
+  /** Upstream 404s, so repeated pulls of a missing image don't hammer the upstream. */
+  private readonly notFound: LRUCache<string, RegistryError>;
 
   constructor(
     private readonly cache: Cache,
     private readonly policy: ManifestPolicy,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.notFound = new LRUCache({ max: 10_000, ttl: Math.max(1, policy.notFoundTtlMs) });
+  }
 
   async get(target: Target, reference: string, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
-    return reference.includes(':')
-      ? this.byDigest(target, parseDigest(reference), accept, head)
-      : this.byTag(target, reference, accept, head);
+    const key = `${target.registry}/${target.repo}:${reference}\n${accept.join(',')}`;
+    const known = this.policy.notFoundTtlMs > 0 ? this.notFound.get(key) : undefined;
+    if (known) throw withOutcome(known, 'notfound_cached');
+    try {
+      return await (reference.includes(':')
+        ? this.byDigest(target, parseDigest(reference), accept, head)
+        : this.byTag(target, reference, accept, head));
+    } catch (err) {
+      if (isRegistryError(err) && err.code === 'MANIFEST_UNKNOWN' && err.outcome === undefined && this.policy.notFoundTtlMs > 0) {
+        this.notFound.set(key, err);
+      }
+      throw err;
+    }
   }
 
   private async byDigest(target: Target, digest: Digest, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
@@ -67,9 +85,14 @@ export class ManifestService {
     const now = Date.now();
     if (row) {
       const cached = this.cachedManifest(row.digest);
-      if (now - row.fetchedAt < this.policy.tagTtlMs) {
+      if (now - row.fetchedAt < this.tagTtl(target)) {
         if (cached) return this.answer(cached, accept, head, 'hit');
         return this.byDigest(target, parseDigest(row.digest), accept, head);
+      }
+      if (cached && target.upstream.budgetLow()) {
+        // Spend the little budget left on content that is missing, not on tags we have.
+        this.log.info({ upstream: target.registry, repo: target.repo, reference: tag, cache: 'stale' }, 'pull budget low; serving the cached tag without revalidation');
+        return this.answer(cached, accept, head, 'stale');
       }
       if (cached) return this.revalidate(target, tag, accept, head, row, cached);
     }
@@ -81,7 +104,7 @@ export class ManifestService {
     const key = `${target.registry}/${target.repo}:${tag}\n${row.acceptKey}`;
     try {
       const { promise } = this.revalidations.run(key, async () => {
-        const answer = await target.upstream.headManifest(target.repo, tag, accept, AbortSignal.timeout(this.policy.revalidateTimeoutMs));
+        const answer = await target.upstream.headManifest(target.repo, tag, accept, target.via, AbortSignal.timeout(this.policy.revalidateTimeoutMs));
         return answer.digest;
       });
       const upstreamDigest = await promise;
@@ -91,8 +114,8 @@ export class ManifestService {
       }
       return await this.fetchTag(target, tag, accept, head);
     } catch (err) {
-      if (isRegistryError(err) && err.status === 404) throw err;
-      if (Date.now() - row.fetchedAt > this.policy.tagTtlMs + this.policy.maxStaleMs) throw err;
+      if (isRegistryError(err) && err.status < 500 && err.status !== 429 && err.status !== 403) throw err;
+      if (Date.now() - row.fetchedAt > this.tagTtl(target) + this.policy.maxStaleMs) throw err;
       this.log.warn({ upstream: target.registry, repo: target.repo, reference: tag, cache: 'stale', err: (err as Error).message }, 'tag revalidation failed; serving the cached manifest');
       return this.answer(cached, accept, head, 'stale');
     }
@@ -118,7 +141,7 @@ export class ManifestService {
 
   /** GETs a manifest, verifies its digest, and stores it before anyone sees it. */
   private async fetchAndStore(target: Target, reference: string, accept: readonly string[], expected?: Digest): Promise<Stored> {
-    const fetched = await target.upstream.fetchManifest(target.repo, reference, accept, this.policy.maxManifestBytes);
+    const fetched = await target.upstream.fetchManifest(target.repo, reference, accept, this.policy.maxManifestBytes, target.via);
     const mediaType = manifestMediaType(fetched.bytes, fetched.contentType);
     // Some registries answer an Accept they cannot meet with another type
     // (distribution converts to schema 1): never pass that on.
@@ -141,6 +164,10 @@ export class ManifestService {
       repo: target.repo,
     });
     return { digest: digest.value, mediaType, size: fetched.bytes.length };
+  }
+
+  private tagTtl(target: Target): number {
+    return target.upstream.settings.tagTtlMs ?? this.policy.tagTtlMs;
   }
 
   private cachedManifest(digest: string): Stored | undefined {

@@ -3,7 +3,7 @@ import type { Cache } from '../cache/cache.js';
 import { parseDigest } from '../oci/digest.js';
 import { manifestUnknown, nameUnknown } from '../oci/errors.js';
 import type { Logger } from '../log.js';
-import { header } from '../upstream/upstream-registry.js';
+import { header, type UpstreamRegistry } from '../upstream/upstream-registry.js';
 import { BlobFills } from './blob-fills.js';
 import { BlobService, type BlobAnswer } from './blobs.js';
 import { ManifestService, type ManifestAnswer, type ManifestPolicy } from './manifests.js';
@@ -39,8 +39,13 @@ export class Mirror {
     this.blobs = new BlobService(cache, this.fills);
   }
 
-  resolve(name: string, ns?: string): Target {
-    return this.resolver.resolve(name, ns);
+  resolve(name: string, ns: string | undefined, via: readonly string[]): Target {
+    return this.resolver.resolve(name, ns, via);
+  }
+
+  /** Health, rate-limit budget and quota spent, per registry and endpoint. */
+  upstreams(): ReturnType<UpstreamRegistry['snapshot']>[] {
+    return this.resolver.registries().map((r) => r.snapshot());
   }
 
   manifest(target: Target, reference: string, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
@@ -57,7 +62,7 @@ export class Mirror {
     if (n !== undefined) query.set('n', n);
     if (last !== undefined) query.set('last', last);
     const qs = query.size > 0 ? `?${query}` : '';
-    const res = await target.upstream.send({ method: 'GET', path: `/v2/${target.repo}/tags/list${qs}`, repo: target.repo, headers: { accept: 'application/json' } });
+    const res = await target.upstream.send({ method: 'GET', path: `/v2/${target.repo}/tags/list${qs}`, repo: target.repo, headers: { accept: 'application/json' }, via: target.via });
     if (res.status !== 200) throw await target.upstream.failure(res, () => nameUnknown(target.repo, `${target.repo} not found upstream in ${target.registry}`));
     return { contentType: header(res.headers, 'content-type'), body: res.body, nextQuery: nextPageQuery(header(res.headers, 'link')), headers: {} };
   }
@@ -66,7 +71,7 @@ export class Mirror {
   async referrers(target: Target, digest: string, artifactType?: string): Promise<Passthrough> {
     const parsed = parseDigest(digest);
     const qs = artifactType !== undefined ? `?${new URLSearchParams({ artifactType })}` : '';
-    const res = await target.upstream.send({ method: 'GET', path: `/v2/${target.repo}/referrers/${parsed.value}${qs}`, repo: target.repo, headers: { accept: 'application/vnd.oci.image.index.v1+json' } });
+    const res = await target.upstream.send({ method: 'GET', path: `/v2/${target.repo}/referrers/${parsed.value}${qs}`, repo: target.repo, headers: { accept: 'application/vnd.oci.image.index.v1+json' }, via: target.via });
     if (res.status !== 200) throw await target.upstream.failure(res, () => manifestUnknown(parsed.value, `upstream ${target.registry} has no referrers for ${parsed.value}`));
     const filters = header(res.headers, 'oci-filters-applied');
     return { contentType: header(res.headers, 'content-type'), body: res.body, headers: filters ? { 'oci-filters-applied': filters } : {} };

@@ -1,4 +1,4 @@
-import { nameInvalid, nameUnknown } from '../oci/errors.js';
+import { denied, nameInvalid, nameUnknown } from '../oci/errors.js';
 import { looksLikeRegistryHost, MAX_NAME_LENGTH, validateRepository } from '../oci/reference.js';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.js';
 
@@ -7,6 +7,22 @@ export interface Target {
   upstream: UpstreamRegistry;
   registry: string;
   repo: string;
+  /** Mirrors this request passed through, this one last; sent to parent mirrors. */
+  via: readonly string[];
+}
+
+export interface UpstreamEntry {
+  registry: UpstreamRegistry;
+  aliases: readonly string[];
+  /** Repository patterns; when non-empty, only matching repositories may be pulled. */
+  allow: readonly string[];
+  /** Repository patterns that may never be pulled. */
+  deny: readonly string[];
+}
+
+interface Policy {
+  allow: RegExp[];
+  deny: RegExp[];
 }
 
 /**
@@ -16,17 +32,19 @@ export interface Target {
  */
 export class UpstreamResolver {
   private readonly byName = new Map<string, UpstreamRegistry>();
+  private readonly policies = new Map<UpstreamRegistry, Policy>();
 
   constructor(
-    upstreams: readonly { registry: UpstreamRegistry; aliases: readonly string[] }[],
+    upstreams: readonly UpstreamEntry[],
     private readonly defaultRegistry: string,
   ) {
-    for (const { registry, aliases } of upstreams) {
+    for (const { registry, aliases, allow, deny } of upstreams) {
       for (const name of [registry.name, ...aliases]) this.byName.set(name.toLowerCase(), registry);
+      this.policies.set(registry, { allow: allow.map(globToRegExp), deny: deny.map(globToRegExp) });
     }
   }
 
-  resolve(name: string, ns?: string): Target {
+  resolve(name: string, ns: string | undefined, via: readonly string[]): Target {
     if (name.length > MAX_NAME_LENGTH) throw nameInvalid(`repository name longer than ${MAX_NAME_LENGTH} characters`);
     const slash = name.indexOf('/');
     const first = slash > 0 ? name.slice(0, slash) : '';
@@ -34,10 +52,10 @@ export class UpstreamResolver {
       const upstream = this.lookup(ns, name);
       // A path prefix naming the same registry is redundant: drop it.
       const prefixed = first !== '' && this.byName.get(first.toLowerCase()) === upstream;
-      return this.target(upstream, prefixed ? name.slice(slash + 1) : name);
+      return this.target(upstream, prefixed ? name.slice(slash + 1) : name, via);
     }
-    if (first && looksLikeRegistryHost(first)) return this.target(this.lookup(first, name), name.slice(slash + 1));
-    return this.target(this.lookup(this.defaultRegistry, name), name);
+    if (first && looksLikeRegistryHost(first)) return this.target(this.lookup(first, name), name.slice(slash + 1), via);
+    return this.target(this.lookup(this.defaultRegistry, name), name, via);
   }
 
   registries(): UpstreamRegistry[] {
@@ -50,10 +68,25 @@ export class UpstreamResolver {
     return upstream;
   }
 
-  private target(upstream: UpstreamRegistry, repo: string): Target {
+  private target(upstream: UpstreamRegistry, repo: string, via: readonly string[]): Target {
     validateRepository(repo);
     // Docker Hub's official images live under library/.
     const normalized = upstream.name === 'docker.io' && !repo.includes('/') ? `library/${repo}` : repo;
-    return { upstream, registry: upstream.name, repo: normalized };
+    const policy = this.policies.get(upstream);
+    if (policy) {
+      if (policy.deny.some((p) => p.test(normalized)) || (policy.allow.length > 0 && !policy.allow.some((p) => p.test(normalized)))) {
+        throw denied(`repository ${upstream.name}/${normalized} is not allowed on this mirror`);
+      }
+    }
+    return { upstream, registry: upstream.name, repo: normalized, via };
   }
+}
+
+/** `*` matches within one path component, `**` across components. */
+export function globToRegExp(pattern: string): RegExp {
+  const source = pattern
+    .split('**')
+    .map((part) => part.split('*').map((text) => text.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^/]*'))
+    .join('.*');
+  return new RegExp(`^${source}$`);
 }

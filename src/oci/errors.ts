@@ -3,6 +3,9 @@
  * constructor, so call sites never spell status codes or JSON by hand.
  */
 export class RegistryError extends Error {
+  /** How the mirror answered, for logs and metrics (for example `notfound_cached`). */
+  outcome: string | undefined;
+
   constructor(
     readonly status: number,
     readonly code: string,
@@ -20,6 +23,13 @@ export class RegistryError extends Error {
     if (this.detail !== undefined) entry.detail = this.detail;
     return { errors: [entry] };
   }
+}
+
+/** A copy of a remembered error, marked with how it was served. */
+export function withOutcome(error: RegistryError, outcome: string): RegistryError {
+  const copy = new RegistryError(error.status, error.code, error.message, error.detail, error.headers);
+  copy.outcome = outcome;
+  return copy;
 }
 
 export const isRegistryError = (err: unknown): err is RegistryError => err instanceof RegistryError;
@@ -78,3 +88,7 @@ export const badGateway = (detail: string): RegistryError =>
 /** A path under /v2/ that the pull API does not define. */
 export const routeUnknown = (path: string): RegistryError =>
   new RegistryError(404, 'UNSUPPORTED', 'no such route in the registry API', path.slice(0, 200));
+
+/** A request came back to a mirror it already passed through. */
+export const loopDetected = (detail: string): RegistryError =>
+  new RegistryError(508, 'LOOP_DETECTED', 'loop detected between mirrors', detail);

@@ -2,6 +2,14 @@ import type { Dispatcher } from 'undici';
 import { parseChallenges, type Challenge } from './challenge.js';
 import { TokenCache, type IssuedToken } from './token-cache.js';
 
+/** The registry's token service refused us: wrong or missing credentials. Never carries the secret. */
+export class UpstreamAuthError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UpstreamAuthError';
+  }
+}
+
 export interface Credentials {
   username: string;
   password: string;
@@ -100,6 +108,11 @@ export class EndpointAuth {
       headers,
       signal: AbortSignal.timeout(this.timeoutMs),
     });
+    if (res.statusCode === 401 || res.statusCode === 403) {
+      await res.body.dump();
+      const who = this.credentials ? `the credentials of user "${this.credentials.username}"` : 'anonymous access';
+      throw new UpstreamAuthError(`token endpoint ${url.origin}${url.pathname} refused ${who} (${res.statusCode}) for scope "${scope}"`);
+    }
     if (res.statusCode !== 200) {
       await res.body.dump();
       throw new Error(`token endpoint ${url.origin}${url.pathname} answered ${res.statusCode} for scope "${scope}"`);

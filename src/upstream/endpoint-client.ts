@@ -1,5 +1,10 @@
 import { Agent, type Dispatcher } from 'undici';
+import type { Logger } from '../log.js';
+import { VIA_HEADER } from '../oci/headers.js';
 import { EndpointAuth, type Credentials } from './auth.js';
+import type { BreakerOptions } from './circuit-breaker.js';
+import { EndpointState, type RateLimitPolicy } from './endpoint-state.js';
+import type { RateLimit } from './rate-limit.js';
 import type { TokenCache } from './token-cache.js';
 
 export interface EndpointOptions {
@@ -7,7 +12,13 @@ export interface EndpointOptions {
   credentials?: Credentials;
   timeouts: { connect: number; headers: number; body: number };
   tokens: TokenCache;
+  /** Another Stevedore: it gets ?ns= and the loop-detection chain. */
+  mirror: boolean;
+  breaker: BreakerOptions;
+  rateLimit: RateLimitPolicy;
+  log: Logger;
 }
+
 
 export interface UpstreamRequest {
   method: 'GET' | 'HEAD';
@@ -16,8 +27,11 @@ export interface UpstreamRequest {
   /** The repository, for the token scope. */
   repo?: string;
   headers?: Record<string, string>;
-  /** Byte offset to resume a blob from. */
   signal?: AbortSignal;
+  /** The registry the request is for, passed as ?ns= to mirror endpoints. */
+  ns?: string;
+  /** Mirrors this request already passed through, this one included. */
+  via?: readonly string[];
 }
 
 export type ResponseHeaders = Record<string, string | string[] | undefined>;
@@ -28,6 +42,7 @@ export interface UpstreamResponse {
   body: Dispatcher.ResponseData['body'];
   /** The endpoint that answered, for logs and errors (no credentials in it). */
   endpoint: string;
+  rateLimit: RateLimit | undefined;
 }
 
 const MAX_REDIRECTS = 5;
@@ -39,6 +54,8 @@ const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
  */
 export class EndpointClient {
   readonly origin: string;
+  readonly state: EndpointState;
+  readonly mirror: boolean;
   private readonly basePath: string;
   private readonly agent: Agent;
   private readonly auth: EndpointAuth;
@@ -47,6 +64,8 @@ export class EndpointClient {
     const url = new URL(options.url);
     this.origin = url.origin;
     this.basePath = url.pathname.replace(/\/+$/, '');
+    this.mirror = options.mirror;
+    this.state = new EndpointState(this.displayUrl, options.credentials?.username || 'anonymous', options.breaker, options.rateLimit, options.log);
     this.agent = new Agent({
       connect: { timeout: options.timeouts.connect },
       headersTimeout: options.timeouts.headers,
@@ -62,7 +81,7 @@ export class EndpointClient {
   }
 
   async request(req: UpstreamRequest): Promise<UpstreamResponse> {
-    const path = `${this.basePath}${req.path}`;
+    const path = this.mirror && req.ns ? withQuery(`${this.basePath}${req.path}`, 'ns', req.ns) : `${this.basePath}${req.path}`;
     await this.auth.ping(this.origin, `${this.basePath}/v2/`);
     let authorization = await this.auth.authorize(req.repo);
     let res = await this.send(this.origin, path, req, authorization);
@@ -85,16 +104,37 @@ export class EndpointClient {
       res = await this.send(next.origin, `${next.pathname}${next.search}`, req, sameOrigin ? authorization : undefined);
       current = next;
     }
-    return { status: res.statusCode, headers: res.headers, body: res.body, endpoint: this.displayUrl };
+    return { status: res.statusCode, headers: res.headers, body: res.body, endpoint: this.displayUrl, rateLimit: this.state.rateLimit };
+  }
+
+  /** Active health check: `GET /v2/` answering 200 or 401 means the registry is up. */
+  async probe(timeoutMs: number): Promise<boolean> {
+    const res = await this.agent.request({
+      origin: this.origin,
+      path: `${this.basePath}/v2/`,
+      method: 'GET',
+      headers: { 'user-agent': 'stevedore' },
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    await res.body.dump();
+    return res.statusCode === 200 || res.statusCode === 401;
   }
 
   async close(): Promise<void> {
     await this.agent.close();
   }
 
-  private send(origin: string, path: string, req: UpstreamRequest, authorization: string | undefined): Promise<Dispatcher.ResponseData> {
+  private async send(origin: string, path: string, req: UpstreamRequest, authorization: string | undefined): Promise<Dispatcher.ResponseData> {
     const headers: Record<string, string> = { 'user-agent': 'stevedore', ...req.headers };
     if (authorization) headers.authorization = authorization;
-    return this.agent.request({ origin, path, method: req.method, headers, signal: req.signal });
+    if (this.mirror && req.via?.length) headers[VIA_HEADER] = req.via.join(', ');
+    const started = performance.now();
+    const res = await this.agent.request({ origin, path, method: req.method, headers, signal: req.signal });
+    this.state.observe(req.method, path, res.statusCode, res.headers, Math.round(performance.now() - started));
+    return res;
   }
+}
+
+function withQuery(path: string, name: string, value: string): string {
+  return `${path}${path.includes('?') ? '&' : '?'}${name}=${encodeURIComponent(value)}`;
 }

@@ -2,13 +2,25 @@ import type { Readable } from 'node:stream';
 import {
   blobUnknown,
   denied,
+  isRegistryError,
+  loopDetected,
   manifestUnknown,
   RegistryError,
   tooLarge,
   tooManyRequests,
   unavailable,
 } from '../oci/errors.js';
+import { UpstreamAuthError } from './auth.js';
 import type { EndpointClient, ResponseHeaders, UpstreamRequest, UpstreamResponse } from './endpoint-client.js';
+import type { EndpointSnapshot } from './endpoint-state.js';
+import { retryAfterFromWindow } from './rate-limit.js';
+import { Semaphore } from './semaphore.js';
+
+export interface RegistrySettings {
+  /** Overrides the global tag TTL for this registry. */
+  tagTtlMs: number | undefined;
+  maxConcurrentFetches: number;
+}
 
 export interface FetchedManifest {
   bytes: Buffer;
@@ -24,9 +36,17 @@ export interface ManifestHead {
 }
 
 export interface BlobStream {
+  /** Size of the whole blob, when the upstream said. */
   size: number | undefined;
   body: Readable;
-  endpoint: string;
+  endpoint: EndpointClient;
+  /** Leading bytes to drop: the upstream ignored our Range and sent the blob from the start. */
+  skip: number;
+}
+
+export interface SendOptions {
+  /** Endpoints to try last, such as one that just failed mid-blob. */
+  avoid?: ReadonlySet<EndpointClient>;
 }
 
 export function header(headers: ResponseHeaders, name: string): string | undefined {
@@ -49,32 +69,79 @@ export function retryAfterSeconds(value: string | undefined, now = Date.now()): 
 
 /**
  * A configured registry (docker.io, ghcr.io, …) reached through its endpoints in
- * order: a connection failure or server error moves on to the next endpoint.
+ * order. An endpoint whose circuit is open is skipped; a connection failure or a
+ * server error moves on to the next one.
  */
 export class UpstreamRegistry {
+  /** Blob fills running at once against this registry. */
+  readonly fetchSlots: Semaphore;
+
   constructor(
     readonly name: string,
     readonly endpoints: readonly EndpointClient[],
-  ) {}
+    readonly settings: RegistrySettings,
+  ) {
+    this.fetchSlots = new Semaphore(settings.maxConcurrentFetches);
+  }
 
-  async send(req: UpstreamRequest): Promise<UpstreamResponse> {
+  async send(req: UpstreamRequest, options: SendOptions = {}): Promise<UpstreamResponse & { client: EndpointClient }> {
+    const avoid = options.avoid;
+    const order = avoid ? [...this.endpoints.filter((e) => !avoid.has(e)), ...this.endpoints.filter((e) => avoid.has(e))] : this.endpoints;
     const failures: string[] = [];
-    for (const endpoint of this.endpoints) {
-      try {
-        const res = await endpoint.request(req);
-        if (res.status < 500) return res;
-        await res.body.dump();
-        failures.push(`${endpoint.displayUrl} answered ${res.status}`);
-      } catch (err) {
-        if (req.signal?.aborted) throw unavailable(`${this.name}: request aborted (${describe(err)})`);
-        failures.push(`${endpoint.displayUrl}: ${describe(err)}`);
+    for (const endpoint of order) {
+      const state = endpoint.state;
+      if (!state.breaker.tryAcquire()) {
+        failures.push(`${endpoint.displayUrl}: circuit open until ${new Date(state.breaker.openUntil).toISOString()}`);
+        continue;
       }
+      let res: UpstreamResponse;
+      try {
+        res = await endpoint.request({ ...req, ns: this.name });
+      } catch (err) {
+        if (err instanceof UpstreamAuthError) {
+          state.success();
+          throw denied(`upstream ${this.name}: ${err.message}`);
+        }
+        if (req.signal?.aborted) {
+          state.inconclusive();
+          throw unavailable(`upstream ${this.name} did not answer within the deadline (${endpoint.displayUrl})`);
+        }
+        state.failure(describe(err));
+        failures.push(`${endpoint.displayUrl}: ${describe(err)}`);
+        continue;
+      }
+      if (res.status === 508) {
+        state.success();
+        await res.body.dump();
+        throw loopDetected(`${endpoint.displayUrl} reported a loop between mirrors`);
+      }
+      if (res.status >= 500) {
+        await res.body.dump();
+        state.failure(`answered ${res.status}`);
+        failures.push(`${endpoint.displayUrl} answered ${res.status}`);
+        continue;
+      }
+      state.success();
+      return { ...res, client: endpoint };
     }
     throw unavailable(`upstream ${this.name} unavailable: ${failures.join('; ')}`);
   }
 
-  async fetchManifest(repo: string, reference: string, accept: readonly string[], maxBytes: number, signal?: AbortSignal): Promise<FetchedManifest> {
-    const res = await this.send({ method: 'GET', path: manifestPath(repo, reference), repo, headers: acceptHeader(accept), signal });
+  /** Whether an endpoint reported a pull budget under its minRemaining. */
+  budgetLow(): boolean {
+    return this.endpoints.some((e) => e.state.budgetLow());
+  }
+
+  snapshot(): { registry: string; endpoints: EndpointSnapshot[]; fills: { running: number; waiting: number } } {
+    return {
+      registry: this.name,
+      endpoints: this.endpoints.map((e) => e.state.snapshot()),
+      fills: { running: this.fetchSlots.running, waiting: this.fetchSlots.waiting },
+    };
+  }
+
+  async fetchManifest(repo: string, reference: string, accept: readonly string[], maxBytes: number, via: readonly string[], signal?: AbortSignal): Promise<FetchedManifest> {
+    const res = await this.send({ method: 'GET', path: manifestPath(repo, reference), repo, headers: acceptHeader(accept), via, signal });
     if (res.status !== 200) throw await this.failure(res, () => manifestUnknown(reference, `${repo}:${reference} not found upstream in ${this.name}`));
     const declared = contentLength(res.headers);
     if (declared !== undefined && declared > maxBytes) {
@@ -85,8 +152,8 @@ export class UpstreamRegistry {
     return { bytes, contentType: header(res.headers, 'content-type'), digest: header(res.headers, 'docker-content-digest') };
   }
 
-  async headManifest(repo: string, reference: string, accept: readonly string[], signal?: AbortSignal): Promise<ManifestHead> {
-    const res = await this.send({ method: 'HEAD', path: manifestPath(repo, reference), repo, headers: acceptHeader(accept), signal });
+  async headManifest(repo: string, reference: string, accept: readonly string[], via: readonly string[], signal?: AbortSignal): Promise<ManifestHead> {
+    const res = await this.send({ method: 'HEAD', path: manifestPath(repo, reference), repo, headers: acceptHeader(accept), via, signal });
     await res.body.dump();
     if (res.status !== 200) throw await this.failure(res, () => manifestUnknown(reference, `${repo}:${reference} not found upstream in ${this.name}`));
     return {
@@ -96,14 +163,25 @@ export class UpstreamRegistry {
     };
   }
 
-  async openBlob(repo: string, digest: string, signal?: AbortSignal): Promise<BlobStream> {
-    const res = await this.send({ method: 'GET', path: `/v2/${repo}/blobs/${digest}`, repo, signal });
+  /** GETs a blob, from `offset` when resuming (Range), preferring endpoints not in `avoid`. */
+  async openBlob(repo: string, digest: string, options: { offset?: number; via: readonly string[]; avoid?: ReadonlySet<EndpointClient> }): Promise<BlobStream> {
+    const offset = options.offset ?? 0;
+    const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
+    const res = await this.send({ method: 'GET', path: `/v2/${repo}/blobs/${digest}`, repo, headers, via: options.via }, { avoid: options.avoid });
+    if (offset > 0 && res.status === 206) {
+      const range = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(header(res.headers, 'content-range') ?? '');
+      if (!range || Number(range[1]) !== offset) {
+        discard(res.body);
+        throw unavailable(`upstream ${this.name} answered a resume of ${digest} at ${offset} with range ${header(res.headers, 'content-range') ?? 'none'}`);
+      }
+      return { size: range[2] === '*' ? undefined : Number(range[2]), body: res.body, endpoint: res.client, skip: 0 };
+    }
     if (res.status !== 200) throw await this.failure(res, () => blobUnknown(digest));
-    return { size: contentLength(res.headers), body: res.body, endpoint: res.endpoint };
+    return { size: contentLength(res.headers), body: res.body, endpoint: res.client, skip: offset };
   }
 
-  async headBlob(repo: string, digest: string, signal?: AbortSignal): Promise<number | undefined> {
-    const res = await this.send({ method: 'HEAD', path: `/v2/${repo}/blobs/${digest}`, repo, signal });
+  async headBlob(repo: string, digest: string, via: readonly string[]): Promise<number | undefined> {
+    const res = await this.send({ method: 'HEAD', path: `/v2/${repo}/blobs/${digest}`, repo, via });
     await res.body.dump();
     if (res.status !== 200) throw await this.failure(res, () => blobUnknown(digest));
     return contentLength(res.headers);
@@ -114,9 +192,10 @@ export class UpstreamRegistry {
     if (!res.body.destroyed) await res.body.dump().catch(() => undefined);
     if (res.status === 404) return notFound();
     if (res.status === 429) {
-      return tooManyRequests(retryAfterSeconds(header(res.headers, 'retry-after')), `upstream ${this.name} is rate limiting`);
+      const retryAfter = retryAfterSeconds(header(res.headers, 'retry-after')) ?? retryAfterFromWindow(res.rateLimit);
+      return tooManyRequests(retryAfter, `upstream ${this.name} is rate limiting (${res.endpoint})`);
     }
-    if (res.status === 401 || res.status === 403) return denied(`upstream ${this.name} refused access (${res.status})`);
+    if (res.status === 401 || res.status === 403) return denied(`upstream ${this.name} refused access (${res.status} from ${res.endpoint})`);
     return unavailable(`upstream ${this.name} answered ${res.status} (${res.endpoint})`);
   }
 }
@@ -149,8 +228,8 @@ export function discard(body: Readable): void {
   body.destroy();
 }
 
-function describe(err: unknown): string {
-  if (err instanceof RegistryError) return err.detail ? String(err.detail) : err.message;
+export function describe(err: unknown): string {
+  if (isRegistryError(err)) return err.detail ? String(err.detail) : err.message;
   const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
   return [e.code ?? e.cause?.code, e.message].filter(Boolean).join(' ');
 }

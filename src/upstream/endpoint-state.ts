@@ -1,0 +1,107 @@
+import type { Logger } from '../log.js';
+import { CircuitBreaker, type BreakerOptions, type CircuitState } from './circuit-breaker.js';
+import { parseRateLimit, type RateLimit } from './rate-limit.js';
+import type { ResponseHeaders } from './endpoint-client.js';
+
+export interface EndpointSnapshot {
+  url: string;
+  /** up: answering; down: failing but still tried; open: skipped until the backoff ends. */
+  state: 'up' | 'down' | 'open';
+  circuit: CircuitState;
+  consecutiveFailures: number;
+  openUntil: number | undefined;
+  latencyMs: number | undefined;
+  lastError: { message: string; at: number } | undefined;
+  /** Whose budget the rate limit is: the configured username, or anonymous. */
+  credential: string;
+  rateLimit: RateLimit | undefined;
+  /** Manifest GETs this mirror sent: what counts against Docker Hub's pull quota. */
+  manifestGets: number;
+  requests: number;
+}
+
+export interface RateLimitPolicy {
+  warnBelow: number;
+  minRemaining: number;
+}
+
+const MANIFEST_PATH = /\/manifests\/[^/]+$/;
+
+/** What one endpoint looks like from here: circuit, latency, errors, rate-limit budget, quota spent. */
+export class EndpointState {
+  readonly breaker: CircuitBreaker;
+  rateLimit: RateLimit | undefined;
+  manifestGets = 0;
+  requests = 0;
+  latencyMs: number | undefined;
+  lastError: { message: string; at: number } | undefined;
+
+  constructor(
+    readonly url: string,
+    readonly credential: string,
+    breaker: BreakerOptions,
+    private readonly rateLimitPolicy: RateLimitPolicy,
+    private readonly log: Logger,
+  ) {
+    this.breaker = new CircuitBreaker(breaker);
+  }
+
+  /** Records a response: latency to headers, rate-limit headers, and manifest GETs spent. */
+  observe(method: string, path: string, status: number, headers: ResponseHeaders, ms: number): void {
+    this.requests += 1;
+    this.latencyMs = this.latencyMs === undefined ? ms : Math.round(this.latencyMs * 0.8 + ms * 0.2);
+    // A 401 is the auth handshake, not a pull.
+    if (method === 'GET' && status !== 401 && MANIFEST_PATH.test(path.split('?', 1)[0]!)) this.manifestGets += 1;
+    const rate = parseRateLimit(headers);
+    if (!rate) return;
+    const before = this.rateLimit?.remaining;
+    this.rateLimit = rate;
+    const { warnBelow } = this.rateLimitPolicy;
+    if (rate.remaining !== undefined && rate.remaining < warnBelow && (before === undefined || before >= warnBelow)) {
+      this.log.warn({ endpoint: this.url, credential: this.credential, remaining: rate.remaining, limit: rate.limit, windowSeconds: rate.windowSeconds }, 'upstream pull budget is running low');
+    }
+  }
+
+  /** Whether the last known budget is under minRemaining and still within its window. */
+  budgetLow(now = Date.now()): boolean {
+    const rate = this.rateLimit;
+    if (rate?.remaining === undefined) return false;
+    const windowMs = (rate.windowSeconds ?? 21_600) * 1000;
+    return now - rate.observedAt < windowMs && rate.remaining < this.rateLimitPolicy.minRemaining;
+  }
+
+  success(): void {
+    this.breaker.success();
+  }
+
+  /** Neither success nor failure, for example our own deadline cut it short. */
+  inconclusive(): void {
+    this.breaker.release();
+  }
+
+  failure(message: string, now = Date.now()): void {
+    this.lastError = { message, at: now };
+    const wasOpen = this.breaker.state !== 'closed';
+    this.breaker.failure(now);
+    if (!wasOpen && this.breaker.state === 'open') {
+      this.log.warn({ endpoint: this.url, failures: this.breaker.consecutiveFailures, openUntil: new Date(this.breaker.openUntil).toISOString(), err: message }, 'endpoint circuit opened');
+    }
+  }
+
+  snapshot(): EndpointSnapshot {
+    const circuit = this.breaker.state;
+    return {
+      url: this.url,
+      state: circuit !== 'closed' ? 'open' : this.breaker.consecutiveFailures > 0 ? 'down' : 'up',
+      circuit,
+      consecutiveFailures: this.breaker.consecutiveFailures,
+      openUntil: circuit === 'closed' ? undefined : this.breaker.openUntil,
+      latencyMs: this.latencyMs,
+      lastError: this.lastError,
+      credential: this.credential,
+      rateLimit: this.rateLimit,
+      manifestGets: this.manifestGets,
+      requests: this.requests,
+    };
+  }
+}
