@@ -2,6 +2,7 @@
 // auth, rate-limit headers, CDN redirects and runtime fault injection.
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { startCdn } from './hub-cdn.js';
 import { FaultState, pumpBody, type FailFilter, type RequestKind } from './hub-faults.js';
@@ -38,6 +39,8 @@ export interface HubDouble {
   authSeen(): AuthRecord[];
   readonly cdnAuthHeadersSeen: number;
   failNext(n: number, status: number, headers?: Record<string, string>, filter?: FailFilter): void;
+  /** Stall the next n matching requests by `ms` before answering (latency beyond a deadline). */
+  delayNext(n: number, ms: number, filter?: FailFilter): void;
   /** Serve this blob with one byte flipped (default: the middle byte), same length. */
   corruptBlob(digest: string, offset?: number): void;
   /** Cut the connection after `afterBytes` body bytes of this blob, `times` times. */
@@ -179,6 +182,8 @@ export async function startHubDouble(opts: HubDoubleOptions): Promise<HubDouble>
     const setStatus = (s: number): void => void (entry.status = s);
     recordAuth(book, 'hub', req, path);
 
+    const delay = faults.takeDelay({ method, path, kind });
+    if (delay > 0) await sleep(delay);
     const fail = faults.takeFailure({ method, path, kind });
     if (fail) {
       setStatus(fail.status);
@@ -252,6 +257,9 @@ export async function startHubDouble(opts: HubDoubleOptions): Promise<HubDouble>
     authSeen: () => [...book.auth],
     get cdnAuthHeadersSeen(): number {
       return book.auth.filter((a) => a.server === 'cdn').length;
+    },
+    delayNext(n, ms, filter): void {
+      faults.delayRules.push({ remaining: n, ms, ...(filter !== undefined ? { filter } : {}) });
     },
     failNext(n, status, headers = {}, filter): void {
       faults.failRules.push({ remaining: n, status, headers, ...(filter !== undefined ? { filter } : {}) });

@@ -26,8 +26,15 @@ export interface DieRule {
   remaining: number;
 }
 
+export interface DelayRule {
+  remaining: number;
+  ms: number;
+  filter?: FailFilter;
+}
+
 export class FaultState {
   failRules: FailRule[] = [];
+  delayRules: DelayRule[] = [];
   /** digest → absolute byte offset to flip (undefined = middle of the blob). */
   corrupt = new Map<string, number | undefined>();
   dieMid = new Map<string, DieRule>();
@@ -43,6 +50,15 @@ export class FaultState {
     return rule;
   }
 
+  /** Consumes one matching delay rule, returning how long to stall before answering. */
+  takeDelay(req: RequestInfo): number {
+    const rule = this.delayRules.find((r) => r.remaining > 0 && matches(r.filter, req));
+    if (!rule) return 0;
+    rule.remaining--;
+    this.delayRules = this.delayRules.filter((r) => r.remaining > 0);
+    return rule.ms;
+  }
+
   /** Consumes one mid-blob death for this digest, returning the byte budget. */
   takeDeath(digest: string | undefined): number | undefined {
     if (!digest) return undefined;
@@ -55,6 +71,7 @@ export class FaultState {
 
   clear(): void {
     this.failRules = [];
+    this.delayRules = [];
     this.corrupt.clear();
     this.dieMid.clear();
     this.throttleBps = null;

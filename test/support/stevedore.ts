@@ -14,17 +14,29 @@ import { startStevedore, type Stevedore } from '../../src/stevedore.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 
+export interface EndpointSpec {
+  url: string;
+  username?: string;
+  password?: string;
+  mirror?: boolean;
+}
+
 export interface UpstreamSpec {
   registry: string;
-  url: string | string[];
+  /** One URL, several, or full endpoint entries. */
+  url: string | (string | EndpointSpec)[];
   username?: string;
   password?: string;
   timeouts?: { connect?: string; headers?: string; body?: string };
+  /** Any other upstream keys (allow, deny, rateLimit, tagTtl, maxConcurrentFetches…). */
+  settings?: Record<string, unknown>;
 }
 
 export interface MirrorOptions {
   upstreams: UpstreamSpec[];
   cache?: Record<string, string>;
+  health?: Record<string, unknown>;
+  instanceId?: string;
   defaultRegistry?: string;
   /** Reuse a cache directory (to test restarts); a fresh temp dir otherwise. */
   dir?: string;
@@ -46,10 +58,16 @@ function rawConfig(options: MirrorOptions, dir: string): Record<string, unknown>
     logLevel: 'debug',
     defaultRegistry: options.defaultRegistry ?? options.upstreams[0]?.registry,
     cache: { dir, ...options.cache },
+    // Probes stay out of the way unless a test asks for them.
+    health: { probeInterval: '1h', ...options.health },
+    ...(options.instanceId ? { instanceId: options.instanceId } : {}),
     upstreams: options.upstreams.map((u) => ({
       registry: u.registry,
-      endpoints: (Array.isArray(u.url) ? u.url : [u.url]).map((url) => ({ url, username: u.username ?? '', password: u.password ?? '' })),
+      endpoints: (Array.isArray(u.url) ? u.url : [u.url]).map((e) =>
+        typeof e === 'string' ? { url: e, username: u.username ?? '', password: u.password ?? '' } : { username: '', password: '', ...e },
+      ),
       timeouts: { connect: '2s', headers: '10s', body: '10s', ...u.timeouts },
+      ...u.settings,
     })),
   };
 }
