@@ -20,9 +20,9 @@ const duration = human(parseDuration, 'a duration such as 30s, 10m, 6h or 7d');
 /** Milliseconds, or undefined to inherit the global value. */
 const optionalDuration = z
   .string()
-  .optional()
+  .default('')
   .transform((text, ctx) => {
-    if (text === undefined || text === '') return undefined;
+    if (text === '') return undefined;
     const value = parseDuration(text);
     if (value === undefined) ctx.addIssue({ code: 'custom', message: `expected a duration such as 30s, 10m, 6h or 7d, got "${text}"` });
     return value;

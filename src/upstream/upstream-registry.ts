@@ -112,8 +112,8 @@ export class UpstreamRegistry {
       }
       if (res.status === 508) {
         state.success();
-        await res.body.dump();
-        throw loopDetected(`${endpoint.displayUrl} reported a loop between mirrors`);
+        const detail = await errorDetail(res.body);
+        throw loopDetected(`${endpoint.displayUrl} reported a loop between mirrors${detail ? `: ${detail}` : ''}`);
       }
       if (res.status >= 500) {
         await res.body.dump();
@@ -220,6 +220,18 @@ async function readLimited(body: Readable, maxBytes: number, what: string): Prom
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks, total);
+}
+
+/** The `detail` of a small registry error body, if it has one. */
+async function errorDetail(body: Readable): Promise<string | undefined> {
+  try {
+    const bytes = await readLimited(body, 16 * 1024, 'error body');
+    const parsed = JSON.parse(bytes.toString('utf8')) as { errors?: { detail?: unknown }[] };
+    const detail = parsed.errors?.[0]?.detail;
+    return typeof detail === 'string' ? detail.slice(0, 500) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Drops a response body we will not read; its abort error is expected, not a crash. */
