@@ -3,10 +3,14 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { Cache } from './cache/cache.js';
+import { claimCacheDir, runningServer } from './cache/server-lock.js';
 import type { Config } from './config/schema.js';
 import { createApp } from './http/app.js';
 import { boundPort, listen, parseListen } from './http/server.js';
+import { CacheSweeper } from './jobs/cache-sweeper.js';
 import { startHealthProbes } from './jobs/health-probes.js';
+import { scheduleWarmups, type ScheduledJob } from './jobs/scheduler.js';
+import { WarmupRunner } from './jobs/warmup.js';
 import type { Logger } from './log.js';
 import { Mirror } from './mirror/mirror.js';
 import { UpstreamResolver, type UpstreamEntry } from './mirror/resolve.js';
@@ -16,15 +20,23 @@ import { UpstreamRegistry } from './upstream/upstream-registry.js';
 
 const FILL_DRAIN_MS = 20_000;
 
-export interface Stevedore {
-  server: Server;
+/** Everything but HTTP: what `serve` listens in front of, and what `warm` runs without a server. */
+export interface Core {
+  cache: Cache;
   mirror: Mirror;
-  /** Base URL, for example http://127.0.0.1:5000 */
-  url: string;
   instanceId: string;
   tokens: TokenCache;
+  warmups: WarmupRunner;
+  sweeper: CacheSweeper;
   probes: { runOnce(): Promise<void> };
+  scheduled: ScheduledJob[];
   close(): Promise<void>;
+}
+
+export interface Stevedore extends Core {
+  server: Server;
+  /** Base URL, for example http://127.0.0.1:5000 */
+  url: string;
 }
 
 function buildUpstreams(config: Config, tokens: TokenCache, log: Logger): UpstreamEntry[] {
@@ -63,10 +75,14 @@ function instanceIdFor(config: Config): string {
   return id;
 }
 
-/** Builds the whole mirror from a validated config and starts listening. */
-export async function startStevedore(config: Config, log: Logger): Promise<Stevedore> {
-  const cache = await Cache.open({ dir: config.cache.dir, accessFlushIntervalMs: config.cache.accessFlushInterval });
-  if (cache.sweptTempFiles > 0) log.warn({ files: cache.sweptTempFiles }, 'removed temp files left by an earlier crash');
+/**
+ * Builds the mirror from a validated config. `owner` means this process serves
+ * the cache directory: it recovers it after a crash and runs the background jobs.
+ */
+export async function buildCore(config: Config, log: Logger, options: { owner: boolean; background: boolean }): Promise<Core> {
+  const cache = await Cache.open({ dir: config.cache.dir, accessFlushIntervalMs: config.cache.accessFlushInterval, owner: options.owner });
+  if (cache.recovery) log.info({ ...cache.recovery }, 'cache recovered');
+  cache.onCorrupt = (digest, reason) => log.error({ digest, reason }, 'damaged blob removed from the cache; it will be fetched again');
   const instanceId = instanceIdFor(config);
   const tokens = new TokenCache();
   const upstreams = buildUpstreams(config, tokens, log);
@@ -83,26 +99,49 @@ export async function startStevedore(config: Config, log: Logger): Promise<Steve
     },
     log,
   );
-  const probes = startHealthProbes(resolver.registries(), { intervalMs: config.health.probeInterval, timeoutMs: config.health.probeTimeout }, log);
-  const app = createApp({ mirror, log, instanceId });
-  const server = await listen(app, parseListen(config.listen));
-  const host = parseListen(config.listen).host;
-  const url = `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${boundPort(server)}`;
-  log.info({ url, instanceId, cacheDir: config.cache.dir, upstreams: config.upstreams.map((u) => u.registry) }, 'stevedore listening');
+  const policy = { maxSize: config.cache.maxSize, lowWater: config.cache.lowWater, blobIdleTtlMs: config.cache.blobIdleTtl, gcGraceMs: config.cache.gcGrace };
+  const sweeper = new CacheSweeper(cache, policy, options.background ? config.cache.sweepInterval : 2 ** 31 - 1, log);
+  mirror.fills.onDiskFull = () => void sweeper.run().catch(() => undefined);
+  const warmups = new WarmupRunner(mirror, cache, instanceId, log);
+  const probes = startHealthProbes(resolver.registries(), { intervalMs: options.background ? config.health.probeInterval : 2 ** 31 - 1, timeoutMs: config.health.probeTimeout }, log);
+  const schedule = options.background ? scheduleWarmups(config.warmup, warmups, log) : { jobs: [], stop: () => undefined };
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
+      schedule.stop();
       probes.stop();
+      await sweeper.stop();
+      // Fills run independently of clients: let them land before the index closes.
+      await mirror.fills.drain(FILL_DRAIN_MS);
+      await Promise.all(upstreams.flatMap((u) => u.registry.endpoints.map((e) => e.close())));
+      cache.close();
+    })());
+  return { cache, mirror, instanceId, tokens, warmups, sweeper, probes, scheduled: schedule.jobs, close };
+}
+
+/** Builds the whole mirror from a validated config and starts listening. */
+export async function startStevedore(config: Config, log: Logger): Promise<Stevedore> {
+  const other = runningServer(config.cache.dir);
+  if (other && other.pid !== process.pid) throw new Error(`cache directory ${config.cache.dir} is already served by process ${other.pid} (${other.url})`);
+  const core = await buildCore(config, log, { owner: true, background: true });
+  const app = createApp({ core, log, adminToken: config.admin.token });
+  const server = await listen(app, parseListen(config.listen));
+  const host = parseListen(config.listen).host;
+  const url = `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${boundPort(server)}`;
+  const release = claimCacheDir(config.cache.dir, { pid: process.pid, url });
+  log.info({ url, instanceId: core.instanceId, cacheDir: config.cache.dir, upstreams: config.upstreams.map((u) => u.registry) }, 'stevedore listening');
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
       const closed = new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
       });
-      // Fills run independently of clients: let them land before the index closes.
-      await mirror.fills.drain(FILL_DRAIN_MS);
+      await core.close();
       await closed;
-      await Promise.all(upstreams.flatMap((u) => u.registry.endpoints.map((e) => e.close())));
-      cache.close();
+      release();
     })());
-  return { server, mirror, url, instanceId, tokens, probes, close };
+  return { ...core, server, url, close };
 }

@@ -20,6 +20,13 @@ export interface TagRecord {
   fetchedAt: number;
 }
 
+export interface EvictionCandidate {
+  digest: string;
+  size: number;
+  mediaType: string | null;
+  lastAccess: number;
+}
+
 export interface AccessUpdate {
   digest: string;
   at: number;
@@ -65,7 +72,65 @@ export class CacheIndex {
       totals: db.prepare<[], { blobs: number; bytes: number }>(
         'SELECT COUNT(*) AS blobs, COALESCE(SUM(size), 0) AS bytes FROM blobs',
       ),
+      lru: db.prepare<[number], EvictionCandidate>(
+        `SELECT digest, size, media_type AS mediaType, last_access AS lastAccess FROM blobs
+         WHERE digest NOT IN (SELECT digest FROM pins) ORDER BY last_access ASC LIMIT ?`,
+      ),
+      idle: db.prepare<[number], EvictionCandidate>(
+        `SELECT digest, size, media_type AS mediaType, last_access AS lastAccess FROM blobs
+         WHERE last_access < ? AND digest NOT IN (SELECT digest FROM pins)`,
+      ),
+      // Layers and configs that no cached manifest refers to.
+      unreferenced: db.prepare<[number], EvictionCandidate>(
+        `SELECT b.digest, b.size, b.media_type AS mediaType, b.last_access AS lastAccess FROM blobs b
+         WHERE b.media_type IS NULL AND b.created_at < ?
+           AND NOT EXISTS (SELECT 1 FROM manifest_refs r JOIN blobs m ON m.digest = r.manifest_digest WHERE r.child_digest = b.digest)
+           AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.digest = b.digest)`,
+      ),
+      all: db.prepare<[], BlobRecord>(
+        `SELECT digest, size, media_type AS mediaType, created_at AS createdAt, last_access AS lastAccess, hits FROM blobs`,
+      ),
+      removeRefs: db.prepare('DELETE FROM manifest_refs WHERE manifest_digest = ?'),
+      removeRepoLinks: db.prepare('DELETE FROM repo_blobs WHERE digest = ?'),
+      removeTags: db.prepare('DELETE FROM tags WHERE digest = ?'),
+      isPinned: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM pins WHERE digest = ?'),
     };
+  }
+
+  /** The SQLite handle, for the other tables of this database (job history). */
+  get database(): Database.Database {
+    return this.db;
+  }
+
+  /** Least recently used blobs first, pinned ones left out. */
+  leastRecentlyUsed(limit: number): EvictionCandidate[] {
+    return this.stmts.lru.all(limit);
+  }
+
+  idleSince(before: number): EvictionCandidate[] {
+    return this.stmts.idle.all(before);
+  }
+
+  unreferencedSince(createdBefore: number): EvictionCandidate[] {
+    return this.stmts.unreferenced.all(createdBefore);
+  }
+
+  allBlobs(): IterableIterator<BlobRecord> {
+    return this.stmts.all.iterate();
+  }
+
+  isPinned(digest: string): boolean {
+    return (this.stmts.isPinned.get(digest)?.n ?? 0) > 0;
+  }
+
+  /** Forgets a blob and everything that points at it, in one transaction. */
+  removeBlob(digest: string): void {
+    this.db.transaction(() => {
+      this.stmts.deleteBlob.run(digest);
+      this.stmts.removeRefs.run(digest);
+      this.stmts.removeRepoLinks.run(digest);
+      this.stmts.removeTags.run(digest);
+    })();
   }
 
   getBlob(digest: string): BlobRecord | undefined {

@@ -1,16 +1,28 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import type { Digest } from '../oci/digest.js';
+import { digestOf, type Digest } from '../oci/digest.js';
 import { AccessRecorder } from './access-recorder.js';
 import type { BlobFill } from './blob-fill.js';
 import type { ByteRange } from './blob-store.js';
 import { CacheIndex, type BlobRecord, type TagRecord } from './cache-index.js';
 import { FsBlobStore } from './fs-blob-store.js';
+import { JobHistory } from './job-history.js';
+import { reconcile, type RecoveryReport } from './recovery.js';
+import { CorruptBlobError, VerifyingStream } from './verifying-stream.js';
+
+export { CorruptBlobError };
+
+const READ_CHUNK = 256 * 1024;
 
 export interface CacheOptions {
   dir: string;
   accessFlushIntervalMs: number;
+  /**
+   * The serving process owns the directory: it sweeps temp files and reconciles
+   * the index with the disk. Command-line tools beside a running server do not.
+   */
+  owner: boolean;
 }
 
 export interface Provenance {
@@ -18,56 +30,117 @@ export interface Provenance {
   repo: string;
 }
 
+/** The cached copy is missing or damaged; it has been dropped, fetch it again. */
+export class CacheMissError extends Error {
+  constructor(readonly digest: string, detail: string) {
+    super(`cached copy of ${digest} unusable: ${detail}`);
+    this.name = 'CacheMissError';
+  }
+}
+
 /**
  * The cache as the mirror sees it: blob bytes in the store, metadata in the
  * index, and the rule that the index only names blobs whose bytes are in place.
+ * Open readers hold a lease, so eviction passes over what is being served.
  */
 export class Cache {
+  readonly jobs: JobHistory;
+  /** Bytes of all indexed blobs, kept current without a SUM per request. */
+  bytes: number;
+  private readonly leases = new Map<string, number>();
+  /** Blobs hashed since this process started: first reads re-hash, later ones trust the file. */
+  private readonly verified = new Set<string>();
+  /** Called after a commit, so a quota can be enforced promptly. */
+  onGrow: (() => void) | undefined;
+
   private constructor(
+    readonly dir: string,
     readonly store: FsBlobStore,
     readonly index: CacheIndex,
-    private readonly access: AccessRecorder,
-    readonly sweptTempFiles: number,
-  ) {}
+    readonly access: AccessRecorder,
+    readonly recovery: RecoveryReport | undefined,
+  ) {
+    this.jobs = new JobHistory(index.database);
+    this.bytes = index.totals().bytes;
+  }
 
   static async open(options: CacheOptions): Promise<Cache> {
     await mkdir(options.dir, { recursive: true });
     const store = new FsBlobStore(options.dir);
     await store.init();
-    const swept = await store.sweepTemp();
     const index = new CacheIndex(join(options.dir, 'index.db'));
-    return new Cache(store, index, new AccessRecorder(index, options.accessFlushIntervalMs), swept);
+    let recovery: RecoveryReport | undefined;
+    if (options.owner) {
+      const sweptTempFiles = await store.sweepTemp();
+      recovery = { sweptTempFiles, ...(await reconcile(index, store)) };
+      new JobHistory(index.database).abandonRunning();
+    }
+    return new Cache(options.dir, store, index, new AccessRecorder(index, options.accessFlushIntervalMs), recovery);
   }
 
   lookupBlob(digest: Digest): BlobRecord | undefined {
     return this.index.getBlob(digest.value);
   }
 
-  /** Streams a cached blob and counts the access (batched, not per request). */
-  openBlob(digest: Digest, range?: ByteRange): Readable {
+  /**
+   * Streams a cached blob. The file's size is checked against the index before
+   * anything is sent; the first full read in this process re-hashes it too.
+   */
+  async openBlob(digest: Digest, expectedSize: number, range?: ByteRange): Promise<Readable> {
+    let handle;
+    try {
+      handle = await open(this.store.pathOf(digest), 'r');
+    } catch (err) {
+      this.forget(digest);
+      throw new CacheMissError(digest.value, (err as NodeJS.ErrnoException).code ?? 'cannot open');
+    }
+    const { size } = await handle.stat();
+    if (size !== expectedSize) {
+      await handle.close();
+      await this.quarantine(digest, `file is ${size} bytes, index says ${expectedSize}`);
+      throw new CacheMissError(digest.value, `size ${size} differs from ${expectedSize}`);
+    }
     this.access.record(digest.value);
-    return this.store.openRead(digest, range);
+    this.lease(digest.value);
+    const file = handle.createReadStream({ ...range, highWaterMark: READ_CHUNK });
+    file.once('close', () => this.unlease(digest.value));
+    if (range || this.verified.has(digest.value)) return file;
+    const verifier = new VerifyingStream(digest, expectedSize, (ok) => {
+      if (ok) this.verified.add(digest.value);
+      else void this.quarantine(digest, 'content does not match its digest');
+    });
+    file.on('error', (err) => verifier.destroy(err));
+    verifier.once('close', () => file.destroy());
+    return file.pipe(verifier);
   }
 
   recordAccess(digest: Digest): void {
     this.access.record(digest.value);
   }
 
+  /** Reads a cached manifest and checks its digest (manifests are small). */
   async readManifest(digest: Digest): Promise<Buffer> {
+    let bytes: Buffer;
+    try {
+      bytes = await this.store.readSmall(digest);
+    } catch (err) {
+      this.forget(digest);
+      throw new CacheMissError(digest.value, (err as NodeJS.ErrnoException).code ?? 'cannot read');
+    }
+    if (digestOf(bytes, digest.algorithm) !== digest.value) {
+      await this.quarantine(digest, 'manifest does not match its digest');
+      throw new CacheMissError(digest.value, 'damaged');
+    }
     this.access.record(digest.value);
-    return this.store.readSmall(digest);
+    return bytes;
   }
 
   async storeManifest(entry: { digest: Digest; bytes: Buffer; mediaType: string; children: string[] } & Provenance): Promise<void> {
     await this.store.writeSmall(entry.digest, entry.bytes);
-    this.index.putManifest({
-      digest: entry.digest.value,
-      size: entry.bytes.length,
-      mediaType: entry.mediaType,
-      children: entry.children,
-      now: Date.now(),
-    });
+    const known = this.index.getBlob(entry.digest.value) !== undefined;
+    this.index.putManifest({ digest: entry.digest.value, size: entry.bytes.length, mediaType: entry.mediaType, children: entry.children, now: Date.now() });
     this.index.linkRepo(entry.upstream, entry.repo, entry.digest.value);
+    if (!known) this.grew(entry.bytes.length);
   }
 
   beginFill(digest: Digest, expectedSize?: number): Promise<BlobFill> {
@@ -80,10 +153,26 @@ export class Cache {
       this.index.putBlob({ digest: fill.digest.value, size: fill.written, now: Date.now() });
       this.index.linkRepo(from.upstream, from.repo, fill.digest.value);
     });
+    this.verified.add(fill.digest.value);
+    this.grew(fill.written);
   }
 
-  linkRepo(from: Provenance, digest: Digest): void {
-    this.index.linkRepo(from.upstream, from.repo, digest.value);
+  isLeased(digest: string): boolean {
+    return (this.leases.get(digest) ?? 0) > 0;
+  }
+
+  /**
+   * Evicts a blob: out of the index first, then off the disk. A blob being
+   * read is left alone (returns false); readers never see it vanish.
+   */
+  async remove(digest: Digest): Promise<boolean> {
+    if (this.isLeased(digest.value)) return false;
+    const record = this.index.getBlob(digest.value);
+    this.index.removeBlob(digest.value);
+    this.verified.delete(digest.value);
+    if (record) this.bytes -= record.size;
+    await this.store.remove(digest);
+    return true;
   }
 
   getTag(upstream: string, repo: string, tag: string, acceptKey: string): TagRecord | undefined {
@@ -98,4 +187,38 @@ export class Cache {
     this.access.close();
     this.index.close();
   }
+
+  private grew(bytes: number): void {
+    this.bytes += bytes;
+    this.onGrow?.();
+  }
+
+  private lease(digest: string): void {
+    this.leases.set(digest, (this.leases.get(digest) ?? 0) + 1);
+  }
+
+  private unlease(digest: string): void {
+    const left = (this.leases.get(digest) ?? 1) - 1;
+    if (left <= 0) this.leases.delete(digest);
+    else this.leases.set(digest, left);
+  }
+
+  /** The index lost track of the file (missing on disk): drop the entry. */
+  private forget(digest: Digest): void {
+    const record = this.index.getBlob(digest.value);
+    if (!record) return;
+    this.index.removeBlob(digest.value);
+    this.bytes -= record.size;
+  }
+
+  /** A damaged file: out of the index and off the disk, so the next pull refetches it. */
+  private async quarantine(digest: Digest, reason: string): Promise<void> {
+    this.forget(digest);
+    this.verified.delete(digest.value);
+    await this.store.remove(digest).catch(() => undefined);
+    this.onCorrupt?.(digest.value, reason);
+  }
+
+  /** Told about every damaged file found while serving. */
+  onCorrupt: ((digest: string, reason: string) => void) | undefined;
 }

@@ -24,6 +24,16 @@ export class FsBlobStore implements BlobStore {
     await mkdir(this.tempRoot, { recursive: true });
   }
 
+  get blobRootPath(): string {
+    return this.blobRoot;
+  }
+
+  /** Removes a stray file found under the blob root (never outside it). */
+  async removePath(path: string): Promise<void> {
+    if (!path.startsWith(`${this.blobRoot}/`)) throw new Error(`refusing to remove ${path}: outside the blob store`);
+    await rm(path, { force: true, recursive: true });
+  }
+
   /** Only a validated Digest reaches here, so the path cannot escape the root. */
   pathOf(digest: Digest): string {
     return join(this.blobRoot, digest.algorithm, digest.hex.slice(0, 2), digest.hex);

@@ -47,6 +47,32 @@ const MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX repo_blobs_by_digest ON repo_blobs (digest);
   `,
+  `
+  -- Digests a warm-up job pinned: never evicted or collected.
+  CREATE TABLE pins (
+    job    TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (job, digest)
+  ) WITHOUT ROWID;
+  CREATE INDEX pins_by_digest ON pins (digest);
+
+  CREATE TABLE job_runs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    job           TEXT NOT NULL,
+    trigger       TEXT NOT NULL,
+    started_at    INTEGER NOT NULL,
+    finished_at   INTEGER,
+    status        TEXT NOT NULL,
+    images        INTEGER NOT NULL DEFAULT 0,
+    manifests     INTEGER NOT NULL DEFAULT 0,
+    blobs_fetched INTEGER NOT NULL DEFAULT 0,
+    blobs_skipped INTEGER NOT NULL DEFAULT 0,
+    bytes         INTEGER NOT NULL DEFAULT 0,
+    errors        TEXT NOT NULL DEFAULT '[]',
+    message       TEXT
+  );
+  CREATE INDEX job_runs_by_job ON job_runs (job, started_at);
+  `,
 ];
 
 export function migrate(db: Database): number {

@@ -81,6 +81,18 @@ const upstreamSchema = z.strictObject({
     .prefault({}),
 });
 
+const platform = z.string().regex(/^[a-z0-9]+\/[a-z0-9_]+(?:\/[a-z0-9]+)?$/, 'expected os/arch or os/arch/variant, such as linux/arm64');
+
+const warmupJobSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, dot, dash and underscore only'),
+  /** Cron expression (seconds optional), evaluated by croner. */
+  schedule: z.string().min(1),
+  images: z.array(z.string().min(1)).min(1, 'a warm-up job needs at least one image'),
+  platforms: z.union([z.literal('all'), z.array(platform).min(1)]).default('all'),
+  pin: z.boolean().default(false),
+  concurrency: z.number().int().min(1).max(64).default(4),
+});
+
 /** Docker Hub, anonymous: what a mirror with no config file pulls from. */
 export const DEFAULT_UPSTREAMS = [
   { registry: 'docker.io', aliases: ['index.docker.io', 'registry-1.docker.io'], endpoints: [{ url: 'https://registry-1.docker.io' }] },
@@ -99,6 +111,18 @@ export const configSchema = z.strictObject({
       maxManifestSize: size('4MiB'),
       accessFlushInterval: duration('5s'),
       notFoundTtl: duration('30s'),
+      maxSize: size('0'),
+      lowWater: z.number().gt(0).max(1).default(0.9),
+      blobIdleTtl: duration('30d'),
+      gcGrace: duration('1h'),
+      sweepInterval: duration('5m'),
+    })
+    .prefault({}),
+  warmup: z.array(warmupJobSchema).default([]),
+  admin: z
+    .strictObject({
+      /** Bearer token for /api/; without one, only loopback clients may use it. */
+      token: z.string().default(''),
     })
     .prefault({}),
   /** Upstream health: active probes and the per-endpoint circuit breaker. */
@@ -124,3 +148,4 @@ export const configSchema = z.strictObject({
 export type Config = z.output<typeof configSchema>;
 export type UpstreamConfig = Config['upstreams'][number];
 export type EndpointConfig = UpstreamConfig['endpoints'][number];
+export type WarmupJobConfig = Config['warmup'][number];

@@ -5,16 +5,18 @@ import type { Mirror } from '../mirror/mirror.js';
 import { routeUnknown } from '../oci/errors.js';
 import { errorHandler } from './error-handler.js';
 import { requestLog } from './request-log.js';
+import { adminRoutes, type AdminDeps } from './admin-routes.js';
 import { v2Routes } from './v2-routes.js';
 
 export interface AppDeps {
-  mirror: Mirror;
+  core: AdminDeps & { mirror: Mirror; instanceId: string };
   log: Logger;
-  /** This mirror's name in the chain other mirrors send, to detect loops. */
-  instanceId: string;
+  /** Bearer token for /api/; empty: loopback clients only. */
+  adminToken: string;
 }
 
-export function createApp({ mirror, log, instanceId }: AppDeps): Koa {
+export function createApp({ core, log, adminToken }: AppDeps): Koa {
+  const { mirror, instanceId } = core;
   const app = new Koa();
   app.silent = true; // errors are logged by our own middleware
   const v2 = v2Routes(mirror, instanceId);
@@ -25,6 +27,7 @@ export function createApp({ mirror, log, instanceId }: AppDeps): Koa {
   app.use(requestLog(log));
   app.use(errorHandler(log));
   app.use(ops.routes());
+  app.use(adminRoutes(core, adminToken).routes());
   app.use(v2.routes());
   app.use((ctx) => {
     throw routeUnknown(ctx.path);

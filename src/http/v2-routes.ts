@@ -90,7 +90,7 @@ async function serveBlob(ctx: Context, mirror: Mirror, target: Target, reference
   const range = requestedRange(ctx.get('Range') || undefined, answer.size);
   const length = range ? range.end - range.start + 1 : answer.size;
   ctx.status = range ? 206 : 200;
-  if (!head) ctx.body = answer.open(range);
+  if (!head) ctx.body = await answer.open(range);
   ctx.set({
     'Content-Type': 'application/octet-stream',
     'Content-Length': String(length),

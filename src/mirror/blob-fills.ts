@@ -16,6 +16,8 @@ import type { Target } from './resolve.js';
  */
 export class BlobFills {
   private readonly active = new Map<string, Promise<BlobFill>>();
+  /** Called when a fill hits a full disk, so space can be made. */
+  onDiskFull: (() => void) | undefined;
 
   constructor(
     private readonly cache: Cache,
@@ -106,7 +108,13 @@ export class BlobFills {
       this.log.info({ digest, upstream: source.registry, repo: source.repo, bytes: fill.written, ms: Date.now() - started, endpoint: stream.endpoint.displayUrl }, 'blob cached');
     } catch (err) {
       await fill.fail(err as Error);
-      this.log.warn({ digest, upstream: source.registry, repo: source.repo, bytes: fill.written, err: describe(err), endpoint: stream.endpoint.displayUrl }, 'blob fill failed; nothing cached');
+      const fields = { digest, upstream: source.registry, repo: source.repo, bytes: fill.written, err: describe(err), endpoint: stream.endpoint.displayUrl };
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+        this.log.error(fields, 'cache disk is full: blob not cached; evicting to make room');
+        this.onDiskFull?.();
+      } else {
+        this.log.warn(fields, 'blob fill failed; nothing cached');
+      }
     }
   }
 

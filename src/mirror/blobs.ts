@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { BlobFill } from '../cache/blob-fill.js';
 import type { ByteRange } from '../cache/blob-store.js';
-import type { Cache } from '../cache/cache.js';
+import { CacheMissError, type Cache } from '../cache/cache.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { unavailable } from '../oci/errors.js';
 import type { BlobFills } from './blob-fills.js';
@@ -13,7 +13,7 @@ export interface BlobAnswer {
   size: number;
   cache: CacheOutcome;
   /** Streams the blob or a range of it; call at most once, for GET only. */
-  open(range?: ByteRange): Readable;
+  open(range?: ByteRange): Promise<Readable>;
 }
 
 /** Blobs: served from the cache, or from the one fill in progress for the digest. */
@@ -28,25 +28,51 @@ export class BlobService {
     const record = this.cache.lookupBlob(digest);
     if (record) {
       if (head) this.cache.recordAccess(digest);
-      return { digest: digest.value, size: record.size, cache: 'hit', open: (range) => this.cache.openBlob(digest, range) };
+      return { digest: digest.value, size: record.size, cache: 'hit', open: (range) => this.openCached(target, digest, record.size, range) };
     }
     const running = this.fills.current(digest);
     if (head && !running) {
       // A HEAD does not start a fill: the client may never GET the blob.
       const size = await target.upstream.headBlob(target.repo, digest.value, target.via);
-      if (size !== undefined) return { digest: digest.value, size, cache: 'pass', open: () => { throw new Error('HEAD has no body'); } };
+      if (size !== undefined) return { digest: digest.value, size, cache: 'pass', open: () => Promise.reject(new Error('HEAD has no body')) };
     }
+    const { fill, shared } = await this.joinFill(target, digest);
+    return { digest: digest.value, size: fill.size ?? fill.written, cache: shared ? 'coalesced' : 'miss', open: async (range) => this.readFill(fill, digest, range) };
+  }
+
+  /** Makes sure a blob is cached, without reading it (warm-up); tells whether it had to be fetched. */
+  async prefetch(target: Target, reference: string): Promise<{ fetched: boolean; size: number }> {
+    const digest = parseDigest(reference);
+    const record = this.cache.lookupBlob(digest);
+    if (record) return { fetched: false, size: record.size };
+    const { fill } = await this.joinFill(target, digest);
+    await fill.settled();
+    return { fetched: true, size: fill.written };
+  }
+
+  /** The cached file, or, if it turned out missing or damaged, a fresh fill from upstream. */
+  private async openCached(target: Target, digest: Digest, size: number, range?: ByteRange): Promise<Readable> {
+    try {
+      return await this.cache.openBlob(digest, size, range);
+    } catch (err) {
+      if (!(err instanceof CacheMissError)) throw err;
+      const { fill } = await this.joinFill(target, digest);
+      if (fill.size !== size) throw unavailable(`${digest.value} changed size upstream (${fill.size ?? 'unknown'} ≠ ${size})`);
+      return this.readFill(fill, digest, range);
+    }
+  }
+
+  private async joinFill(target: Target, digest: Digest): Promise<{ fill: BlobFill; shared: boolean }> {
     const { fill: pending, shared } = this.fills.join(digest, target);
     const fill = await pending;
     // Without a Content-Length upstream, the size is known only at the end.
     if (fill.size === undefined) await fill.settled();
-    const size = fill.size ?? fill.written;
-    return { digest: digest.value, size, cache: shared ? 'coalesced' : 'miss', open: (range) => this.readFill(fill, digest, range) };
+    return { fill, shared };
   }
 
-  private readFill(fill: BlobFill, digest: Digest, range?: ByteRange): Readable {
-    if (fill.state === 'committed') return this.cache.openBlob(digest, range);
-    if (fill.state === 'failed') throw unavailable(`fetching ${digest.value} from upstream failed: ${fill.error?.message ?? 'unknown error'}`);
+  private readFill(fill: BlobFill, digest: Digest, range?: ByteRange): Readable | Promise<Readable> {
+    if (fill.state === 'committed') return this.cache.openBlob(digest, fill.written, range);
+    if (fill.state === 'failed' && !fill.verified) throw unavailable(`fetching ${digest.value} from upstream failed: ${fill.error?.message ?? 'unknown error'}`);
     return fill.createReader(range?.start, range?.end);
   }
 }

@@ -1,4 +1,4 @@
-import type { Cache } from '../cache/cache.js';
+import { CacheMissError, type Cache } from '../cache/cache.js';
 import type { TagRecord } from '../cache/cache-index.js';
 import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { LRUCache } from 'lru-cache';
@@ -72,11 +72,11 @@ export class ManifestService {
 
   private async byDigest(target: Target, digest: Digest, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
     const cached = this.cachedManifest(digest.value);
-    if (cached) return this.answer(cached, accept, head, 'hit');
+    if (cached) return this.answer(cached, accept, head, 'hit', target);
     const { promise, shared } = this.fetches.run(`${target.registry}/${target.repo}@${digest.value}`, () =>
       this.fetchAndStore(target, digest.value, MANIFEST_MEDIA_TYPES, digest),
     );
-    return this.answer(await promise, accept, head, shared ? 'coalesced' : 'miss');
+    return this.answer(await promise, accept, head, shared ? 'coalesced' : 'miss', target);
   }
 
   private async byTag(target: Target, tag: string, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
@@ -86,13 +86,13 @@ export class ManifestService {
     if (row) {
       const cached = this.cachedManifest(row.digest);
       if (now - row.fetchedAt < this.tagTtl(target)) {
-        if (cached) return this.answer(cached, accept, head, 'hit');
+        if (cached) return this.answer(cached, accept, head, 'hit', target);
         return this.byDigest(target, parseDigest(row.digest), accept, head);
       }
       if (cached && target.upstream.budgetLow()) {
         // Spend the little budget left on content that is missing, not on tags we have.
         this.log.info({ upstream: target.registry, repo: target.repo, reference: tag, cache: 'stale' }, 'pull budget low; serving the cached tag without revalidation');
-        return this.answer(cached, accept, head, 'stale');
+        return this.answer(cached, accept, head, 'stale', target);
       }
       if (cached) return this.revalidate(target, tag, accept, head, row, cached);
     }
@@ -110,14 +110,14 @@ export class ManifestService {
       const upstreamDigest = await promise;
       if (upstreamDigest === row.digest) {
         this.cache.putTag({ ...row, fetchedAt: Date.now() });
-        return this.answer(cached, accept, head, 'hit');
+        return this.answer(cached, accept, head, 'hit', target);
       }
       return await this.fetchTag(target, tag, accept, head);
     } catch (err) {
       if (isRegistryError(err) && err.status < 500 && err.status !== 429 && err.status !== 403) throw err;
       if (Date.now() - row.fetchedAt > this.tagTtl(target) + this.policy.maxStaleMs) throw err;
       this.log.warn({ upstream: target.registry, repo: target.repo, reference: tag, cache: 'stale', err: (err as Error).message }, 'tag revalidation failed; serving the cached manifest');
-      return this.answer(cached, accept, head, 'stale');
+      return this.answer(cached, accept, head, 'stale', target);
     }
   }
 
@@ -136,7 +136,7 @@ export class ManifestService {
       });
       return stored;
     });
-    return this.answer(await promise, accept, head, shared ? 'coalesced' : 'miss');
+    return this.answer(await promise, accept, head, shared ? 'coalesced' : 'miss', target);
   }
 
   /** GETs a manifest, verifies its digest, and stores it before anyone sees it. */
@@ -176,7 +176,7 @@ export class ManifestService {
     return { digest: record.digest, mediaType: record.mediaType, size: record.size };
   }
 
-  private async answer(stored: Stored, accept: readonly string[], head: boolean, cache: CacheOutcome): Promise<ManifestAnswer> {
+  private async answer(stored: Stored, accept: readonly string[], head: boolean, cache: CacheOutcome, target: Target): Promise<ManifestAnswer> {
     if (!isAccepted(stored.mediaType, accept)) {
       throw manifestUnknown(stored.digest, `manifest is ${stored.mediaType}, which the client's Accept header does not list`);
     }
@@ -185,6 +185,13 @@ export class ManifestService {
       this.cache.recordAccess(digest);
       return { ...stored, cache };
     }
-    return { ...stored, bytes: await this.cache.readManifest(digest), cache };
+    try {
+      return { ...stored, bytes: await this.cache.readManifest(digest), cache };
+    } catch (err) {
+      if (!(err instanceof CacheMissError)) throw err;
+      // The cached copy was missing or damaged and is gone now: fetch it again by digest.
+      const fresh = await this.fetchAndStore(target, digest.value, MANIFEST_MEDIA_TYPES, digest);
+      return { ...fresh, bytes: await this.cache.readManifest(digest), cache: 'miss' };
+    }
   }
 }

@@ -56,6 +56,11 @@ export class Mirror {
     return this.blobs.get(target, digest, head);
   }
 
+  /** Caches a blob without streaming it anywhere (warm-up). */
+  prefetchBlob(target: Target, digest: string): Promise<{ fetched: boolean; size: number }> {
+    return this.blobs.prefetch(target, digest);
+  }
+
   /** Tag listing, passed through from the upstream (pagination included). */
   async tags(target: Target, n?: string, last?: string): Promise<Passthrough> {
     const query = new URLSearchParams();

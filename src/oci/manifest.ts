@@ -4,6 +4,7 @@ interface Descriptor {
   mediaType?: string;
   digest: string;
   size: number;
+  platform?: Platform;
 }
 
 interface ManifestShape {
@@ -46,4 +47,52 @@ function tryParse(bytes: Uint8Array): ManifestShape | undefined {
   } catch {
     return undefined;
   }
+}
+
+export interface Platform {
+  os: string;
+  architecture: string;
+  variant?: string;
+}
+
+export interface IndexEntry {
+  digest: string;
+  mediaType: string | undefined;
+  platform: Platform | undefined;
+}
+
+/** The children of an image index or manifest list; undefined for a single image. */
+export function indexChildren(bytes: Uint8Array): IndexEntry[] | undefined {
+  const parsed = tryParse(bytes);
+  if (!parsed?.manifests) return undefined;
+  return parsed.manifests
+    .filter((m) => typeof m.digest === 'string')
+    .map((m) => ({ digest: m.digest, mediaType: m.mediaType, platform: m.platform }));
+}
+
+/** Whether an index entry's platform is one of `wanted` (`os/arch` or `os/arch/variant`). */
+export function platformMatches(platform: Platform | undefined, wanted: readonly string[]): boolean {
+  if (!platform) return false;
+  return wanted.some((w) => {
+    const [os, arch, variant] = w.split('/');
+    return platform.os === os && platform.architecture === arch && (variant === undefined || platform.variant === variant);
+  });
+}
+
+/** Config and layers of a single-image manifest. */
+export function imageBlobs(bytes: Uint8Array): { digest: string; size: number }[] {
+  const parsed = tryParse(bytes);
+  if (!parsed) return [];
+  const blobs = [...(parsed.config ? [parsed.config] : []), ...(parsed.layers ?? [])];
+  return blobs.filter((d) => typeof d.digest === 'string').map((d) => ({ digest: d.digest, size: Number(d.size) || 0 }));
+}
+
+/** Splits `[registry/]repo[:tag][@digest]` into a name and a reference (default tag: latest). */
+export function parseImageReference(ref: string): { name: string; reference: string } {
+  const at = ref.indexOf('@');
+  if (at >= 0) return { name: ref.slice(0, at), reference: ref.slice(at + 1) };
+  const slash = ref.lastIndexOf('/');
+  const colon = ref.lastIndexOf(':');
+  if (colon > slash) return { name: ref.slice(0, colon), reference: ref.slice(colon + 1) };
+  return { name: ref, reference: 'latest' };
 }

@@ -1,0 +1,35 @@
+import { parseDigest } from '../oci/digest.js';
+import type { Cache } from './cache.js';
+import { hashFile } from './recovery.js';
+
+export interface VerifyReport {
+  checked: number;
+  bytes: number;
+  damaged: { digest: string; reason: string }[];
+  repaired: number;
+}
+
+/** Re-hashes every cached blob; with `repair`, damaged or missing ones are removed so they get refetched. */
+export async function verifyCache(cache: Cache, options: { repair: boolean; onProgress?: (done: number, total: number) => void }): Promise<VerifyReport> {
+  const records = [...cache.index.allBlobs()];
+  const report: VerifyReport = { checked: 0, bytes: 0, damaged: [], repaired: 0 };
+  for (const record of records) {
+    const digest = parseDigest(record.digest);
+    let reason: string | undefined;
+    try {
+      const actual = await hashFile(cache.store.pathOf(digest), digest.algorithm);
+      if (actual.size !== record.size) reason = `size ${actual.size}, index says ${record.size}`;
+      else if (actual.digest !== digest.value) reason = `content hashes to ${actual.digest}`;
+      report.bytes += actual.size;
+    } catch (err) {
+      reason = `unreadable (${(err as NodeJS.ErrnoException).code ?? 'error'})`;
+    }
+    report.checked += 1;
+    if (reason) {
+      report.damaged.push({ digest: digest.value, reason });
+      if (options.repair && (await cache.remove(digest))) report.repaired += 1;
+    }
+    options.onProgress?.(report.checked, records.length);
+  }
+  return report;
+}

@@ -1,0 +1,104 @@
+import type { Context, Next } from 'koa';
+import Router from '@koa/router';
+import { denied, RegistryError, unauthorized } from '../oci/errors.js';
+import type { JobHistory } from '../cache/job-history.js';
+import type { CacheSweeper } from '../jobs/cache-sweeper.js';
+import type { ScheduledJob } from '../jobs/scheduler.js';
+import type { WarmupRunner } from '../jobs/warmup.js';
+
+/** What the admin API works with. */
+export interface AdminDeps {
+  cache: { jobs: JobHistory };
+  warmups: WarmupRunner;
+  sweeper: CacheSweeper;
+  scheduled: ScheduledJob[];
+}
+
+const MAX_BODY = 64 * 1024;
+const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1']);
+
+const badRequest = (detail: string): RegistryError => new RegistryError(400, 'BAD_REQUEST', 'invalid request', detail);
+
+/**
+ * The admin API under /api/: warm-up runs, job history, GC. It needs the
+ * configured token, or, when none is configured, a loopback client.
+ */
+export function adminRoutes(core: AdminDeps, token: string): Router {
+  const router = new Router({ prefix: '/api' });
+  router.use(guard(token));
+
+  router.post('/warm', async (ctx) => {
+    const body = await readJson(ctx);
+    const configured = typeof body.job === 'string' ? core.scheduled.find((j) => j.config.name === body.job)?.config : undefined;
+    if (typeof body.job === 'string' && !configured) throw badRequest(`no warm-up job named "${body.job}"`);
+    const images = configured?.images ?? body.images;
+    if (!Array.isArray(images) || images.length === 0 || !images.every((i): i is string => typeof i === 'string' && i.length > 0 && i.length < 512)) {
+      throw badRequest('"images" must be a non-empty list of image references, or "job" a configured job name');
+    }
+    const platforms = configured?.platforms ?? body.platforms ?? 'all';
+    if (platforms !== 'all' && !(Array.isArray(platforms) && platforms.every((p) => typeof p === 'string' && /^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/.test(p)))) {
+      throw badRequest('"platforms" must be "all" or a list such as ["linux/arm64"]');
+    }
+    const { id } = core.warmups.start({
+      name: configured?.name ?? (typeof body.name === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(body.name) ? body.name : 'on-demand'),
+      images,
+      platforms: platforms as 'all' | string[],
+      pin: configured?.pin ?? body.pin === true,
+      concurrency: configured?.concurrency ?? 4,
+      trigger: 'api',
+    });
+    ctx.status = 202;
+    ctx.body = { id, status: `/api/jobs/${id}` };
+  });
+
+  router.get('/jobs', (ctx) => {
+    ctx.body = {
+      configured: core.scheduled.map((j) => ({ ...j.config, nextRun: j.nextRun()?.toISOString() ?? null })),
+      runs: core.cache.jobs.list(100),
+    };
+  });
+
+  router.get('/jobs/:id', (ctx) => {
+    const id = Number(ctx.params.id);
+    const run = Number.isInteger(id) ? core.warmups.progress(id) : undefined;
+    if (!run) throw new RegistryError(404, 'NOT_FOUND', 'no such job run', ctx.params.id);
+    ctx.body = run;
+  });
+
+  router.post('/gc', async (ctx) => {
+    const body = await readJson(ctx);
+    ctx.body = await core.sweeper.run({ dryRun: body.dryRun === true });
+  });
+
+  return router;
+}
+
+function guard(token: string) {
+  return async (ctx: Context, next: Next): Promise<void> => {
+    if (token) {
+      if (ctx.get('Authorization') !== `Bearer ${token}`) {
+        ctx.set('WWW-Authenticate', 'Bearer realm="stevedore-admin"');
+        throw unauthorized('the admin API needs the configured admin token');
+      }
+    } else if (!LOOPBACK.has(ctx.req.socket.remoteAddress ?? '')) {
+      throw denied('the admin API is open to loopback clients only until admin.token is configured');
+    }
+    await next();
+  };
+}
+
+async function readJson(ctx: Context): Promise<Record<string, unknown>> {
+  let text = '';
+  for await (const chunk of ctx.req) {
+    text += String(chunk);
+    if (text.length > MAX_BODY) throw new RegistryError(413, 'SIZE_INVALID', 'request body too large', `limit ${MAX_BODY} bytes`);
+  }
+  if (text.trim() === '') return {};
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
+  } catch {
+    // fall through
+  }
+  throw badRequest('the body must be a JSON object');
+}
