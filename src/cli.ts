@@ -3,6 +3,9 @@ import { Command } from 'commander';
 import { ConfigError, loadConfig } from './config/load.js';
 import { createLogger } from './log.js';
 import { startStevedore } from './stevedore.js';
+import { gcCommand, jobsCommand, verifyCommand, warmCommand } from './cli/commands.js';
+
+const CONFIG_HELP = 'config file (default: $STEVEDORE_CONFIG, else ./mirror.yml if present, else built-in defaults)';
 
 const program = new Command()
   .name('stevedore')
@@ -11,7 +14,7 @@ const program = new Command()
 program
   .command('serve')
   .description('run the mirror')
-  .option('-c, --config <file>', 'config file (default: $STEVEDORE_CONFIG, else ./mirror.yml if present, else built-in defaults)')
+  .option('-c, --config <file>', CONFIG_HELP)
   .action(async (options: { config?: string }) => {
     const config = loadOrExit(options.config);
     const log = createLogger(config.logLevel);
@@ -35,6 +38,49 @@ program
     process.once('SIGINT', () => shutdown('SIGINT'));
   });
 
+program
+  .command('warm')
+  .description('cache images now: manifests and blobs of the chosen platforms (through the running server if there is one)')
+  .argument('<images...>', 'image references, such as alpine:3.19, ghcr.io/org/app:v1 or repo@sha256:…')
+  .option('-p, --platform <os/arch>', 'only this platform (repeatable; default: all)', collect, [] as string[])
+  .option('--pin', 'keep these images out of eviction and GC')
+  .option('--name <name>', 'job name in the history', 'on-demand')
+  .option('-c, --config <file>', CONFIG_HELP)
+  .action(async (images: string[], options: { platform: string[]; pin?: boolean; name?: string; config?: string }) => {
+    process.exitCode = await warmCommand(loadOrExit(options.config), images, options);
+  });
+
+program
+  .command('gc')
+  .description('evict idle and unreferenced blobs, and enforce the size quota')
+  .option('-n, --dry-run', 'print what would be removed and how many bytes, remove nothing')
+  .option('-c, --config <file>', CONFIG_HELP)
+  .action(async (options: { dryRun?: boolean; config?: string }) => {
+    process.exitCode = await gcCommand(loadOrExit(options.config), options);
+  });
+
+program
+  .command('verify')
+  .description('re-hash every cached blob and report damaged ones')
+  .option('--repair', 'remove damaged or missing entries, so they are fetched again')
+  .option('-c, --config <file>', CONFIG_HELP)
+  .action(async (options: { repair?: boolean; config?: string }) => {
+    process.exitCode = await verifyCommand(loadOrExit(options.config), options);
+  });
+
+program
+  .command('jobs')
+  .description('list the history of warm-up runs')
+  .option('--limit <n>', 'how many runs', '20')
+  .option('-c, --config <file>', CONFIG_HELP)
+  .action(async (options: { limit?: string; config?: string }) => {
+    process.exitCode = await jobsCommand(loadOrExit(options.config), options);
+  });
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
 function loadOrExit(file: string | undefined): ReturnType<typeof loadConfig> {
   try {
     return loadConfig({ file });
@@ -48,6 +94,6 @@ function loadOrExit(file: string | undefined): ReturnType<typeof loadConfig> {
 }
 
 program.parseAsync().catch((err: unknown) => {
-  process.stderr.write(`stevedore: ${(err as Error).stack ?? String(err)}\n`);
+  process.stderr.write(`stevedore: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);
 });

@@ -1,3 +1,4 @@
+import { Cron } from 'croner';
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
 
@@ -81,12 +82,21 @@ const upstreamSchema = z.strictObject({
     .prefault({}),
 });
 
+function isValidCron(expression: string): boolean {
+  try {
+    new Cron(expression, { paused: true }).stop();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const platform = z.string().regex(/^[a-z0-9]+\/[a-z0-9_]+(?:\/[a-z0-9]+)?$/, 'expected os/arch or os/arch/variant, such as linux/arm64');
 
 const warmupJobSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, dot, dash and underscore only'),
   /** Cron expression (seconds optional), evaluated by croner. */
-  schedule: z.string().min(1),
+  schedule: z.string().min(1).refine(isValidCron, { message: 'expected a cron expression such as "0 3 * * *" (seconds optional)' }),
   images: z.array(z.string().min(1)).min(1, 'a warm-up job needs at least one image'),
   platforms: z.union([z.literal('all'), z.array(platform).min(1)]).default('all'),
   pin: z.boolean().default(false),

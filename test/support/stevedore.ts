@@ -34,7 +34,8 @@ export interface UpstreamSpec {
 
 export interface MirrorOptions {
   upstreams: UpstreamSpec[];
-  cache?: Record<string, string>;
+  warmup?: Record<string, unknown>[];
+  cache?: Record<string, string | number>;
   health?: Record<string, unknown>;
   instanceId?: string;
   defaultRegistry?: string;
@@ -61,6 +62,7 @@ function rawConfig(options: MirrorOptions, dir: string): Record<string, unknown>
     // Probes stay out of the way unless a test asks for them.
     health: { probeInterval: '1h', ...options.health },
     ...(options.instanceId ? { instanceId: options.instanceId } : {}),
+    ...(options.warmup ? { warmup: options.warmup } : {}),
     upstreams: options.upstreams.map((u) => ({
       registry: u.registry,
       endpoints: (Array.isArray(u.url) ? u.url : [u.url]).map((e) =>
@@ -102,8 +104,28 @@ export interface MirrorProcess {
   pid: number;
   dir: string;
   logFile: string;
+  /** The config file it runs with, for CLI commands against the same cache. */
+  configFile: string;
   logs(): string;
   stop(): Promise<void>;
+  /** Kills it the hard way (SIGKILL) and waits for the exit; files stay for a restart. */
+  crash(): Promise<void>;
+}
+
+/** Runs a `stevedore` CLI command (not serve) to completion. */
+export function runCli(args: string[], timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'src/cli.ts'), ...args], { cwd: repoRoot, env: { ...process.env, STEVEDORE_CONFIG: '' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? 1, stdout, stderr });
+    });
+  });
 }
 
 /** Runs `stevedore serve --config <file>` as a child process, as a user would. */
@@ -127,6 +149,12 @@ export async function startMirrorProcess(options: MirrorOptions & { port: number
   if (pid === undefined) throw new Error('stevedore did not start');
   const url = `http://127.0.0.1:${options.port}`;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const crash = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      process.kill(pid, 'SIGKILL');
+      await exited;
+    }
+  };
   const stop = async (): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) {
       process.kill(pid, 'SIGTERM');
@@ -142,7 +170,7 @@ export async function startMirrorProcess(options: MirrorOptions & { port: number
     try {
       const res = await request(`${url}/v2/`);
       await res.body.dump();
-      if (res.statusCode === 200) return { url, pid, dir, logFile, logs: () => readFileSync(logFile, 'utf8'), stop };
+      if (res.statusCode === 200) return { url, pid, dir, logFile, configFile, logs: () => readFileSync(logFile, 'utf8'), stop, crash };
     } catch {
       // not listening yet
     }
