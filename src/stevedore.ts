@@ -101,7 +101,7 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   );
   const policy = { maxSize: config.cache.maxSize, lowWater: config.cache.lowWater, blobIdleTtlMs: config.cache.blobIdleTtl, gcGraceMs: config.cache.gcGrace };
   const sweeper = new CacheSweeper(cache, policy, options.background ? config.cache.sweepInterval : 2 ** 31 - 1, log);
-  mirror.fills.onDiskFull = () => void sweeper.run().catch(() => undefined);
+  mirror.fills.onDiskFull = () => sweeper.run();
   const warmups = new WarmupRunner(mirror, cache, instanceId, log);
   const probes = startHealthProbes(resolver.registries(), { intervalMs: options.background ? config.health.probeInterval : 2 ** 31 - 1, timeoutMs: config.health.probeTimeout }, log);
   const schedule = options.background ? scheduleWarmups(config.warmup, warmups, log) : { jobs: [], stop: () => undefined };

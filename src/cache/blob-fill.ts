@@ -22,6 +22,24 @@ export class SizeMismatchError extends Error {
   }
 }
 
+/** The disk filled up: the blob was streamed to its clients but not cached. */
+export class NotCachedError extends Error {
+  constructor(readonly digest: string) {
+    super(`${digest} was served but not cached: the cache disk is full`);
+    this.name = 'NotCachedError';
+  }
+}
+
+/** Bytes kept in memory per fill once the disk is full, for clients to catch up on. */
+const SPILL_LIMIT = 32 * 1024 * 1024;
+
+interface Spill {
+  /** Offset of the first byte in `chunks`. */
+  base: number;
+  chunks: Buffer[];
+  bytes: number;
+}
+
 export interface FillFiles {
   /** Handle the fill writes through. */
   writeHandle: FileHandle;
@@ -45,9 +63,15 @@ export class BlobFill extends EventEmitter {
   /** The digest matched: every written byte may be served, even if publishing later fails. */
   verified = false;
   private readonly hash: Hash;
-  private readers = 0;
+  private readonly readers = new Set<GrowingReader>();
   private readHandleClosed = false;
   private lastAppend: Promise<void> = Promise.resolve();
+  /** Bytes in the temp file; less than `written` once the disk filled up. */
+  diskBytes = 0;
+  /** Set when the disk filled up: the rest of the blob streams through memory, uncached. */
+  spill: Spill | undefined;
+  /** Called once on a full disk, to make room before giving up on caching. */
+  onDiskFull: (() => Promise<void>) | undefined;
 
   constructor(
     readonly digest: Digest,
@@ -91,18 +115,85 @@ export class BlobFill extends EventEmitter {
     if (this.expectedSize !== undefined && this.written + length > this.expectedSize) {
       throw new SizeMismatchError(this.expectedSize, this.written + length);
     }
-    let pending = chunks;
-    let position = this.written;
-    // Bounded: every pass writes at least one byte or throws.
-    while (pending.length > 0) {
-      const { bytesWritten } = await this.files.writeHandle.writev(pending, position);
-      if (bytesWritten <= 0) throw new Error(`short write to the temp file of ${this.digest.value}`);
-      position += bytesWritten;
-      pending = dropBytes(pending, bytesWritten);
-    }
+    if (!this.spill) await this.writeToDisk(chunks, length);
+    if (this.spill) await this.keepInMemory(chunks, length);
     for (const chunk of chunks) this.hash.update(chunk);
     this.written += length;
     this.emit('progress');
+  }
+
+  private async writeToDisk(chunks: Buffer[], length: number): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        let pending = chunks;
+        let position = this.diskBytes;
+        // Bounded: every pass writes at least one byte or throws.
+        while (pending.length > 0) {
+          const { bytesWritten } = await this.files.writeHandle.writev(pending, position);
+          if (bytesWritten <= 0) throw new Error(`short write to the temp file of ${this.digest.value}`);
+          position += bytesWritten;
+          pending = dropBytes(pending, bytesWritten);
+        }
+        this.diskBytes += length;
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+        if (attempt === 0 && this.onDiskFull) {
+          await this.onDiskFull();
+          continue;
+        }
+        // Still full: stream the rest to the clients without caching it.
+        this.spill = { base: this.diskBytes, chunks: [], bytes: 0 };
+        this.emit('spill');
+        return;
+      }
+    }
+  }
+
+  /** Keeps spilled bytes until every reader has passed them, within SPILL_LIMIT. */
+  private async keepInMemory(chunks: Buffer[], length: number): Promise<void> {
+    const spill = this.spill!;
+    if (this.readers.size === 0) throw Object.assign(new Error(`cache disk full and no client is reading ${this.digest.value}`), { code: 'ENOSPC' });
+    spill.chunks.push(...chunks);
+    spill.bytes += length;
+    // Backpressure: wait for the slowest reader, bounded by the upstream's own body timeout.
+    for (let round = 0; spill.bytes > SPILL_LIMIT && this.readers.size > 0 && round < 100_000; round++) {
+      this.trimSpill();
+      if (spill.bytes <= SPILL_LIMIT) break;
+      await new Promise<void>((resolve) => this.once('advance', resolve));
+    }
+  }
+
+  private trimSpill(): void {
+    const spill = this.spill;
+    if (!spill) return;
+    let slowest = Number.POSITIVE_INFINITY;
+    for (const reader of this.readers) slowest = Math.min(slowest, reader.position);
+    while (spill.chunks.length > 0 && spill.base + spill.chunks[0]!.length <= slowest) {
+      const dropped = spill.chunks.shift()!;
+      spill.base += dropped.length;
+      spill.bytes -= dropped.length;
+    }
+  }
+
+  /** Spilled bytes at `position`, up to `max`; undefined when they were already dropped. */
+  spilledAt(position: number, max: number): Buffer | undefined {
+    const spill = this.spill;
+    if (!spill || position < spill.base) return undefined;
+    let offset = spill.base;
+    for (const chunk of spill.chunks) {
+      if (position < offset + chunk.length) {
+        const start = position - offset;
+        return chunk.subarray(start, Math.min(chunk.length, start + max));
+      }
+      offset += chunk.length;
+    }
+    return Buffer.alloc(0);
+  }
+
+  /** A reader moved on: spilled bytes behind every reader can go. */
+  advanced(): void {
+    if (this.spill) this.emit('advance');
   }
 
   /**
@@ -129,6 +220,16 @@ export class BlobFill extends EventEmitter {
     this.state = 'verified';
     this.verified = true;
     this.emit('progress');
+    if (this.spill) {
+      const error = new NotCachedError(this.digest.value);
+      await this.files.writeHandle.close().catch(() => undefined);
+      await this.files.discard().catch(() => undefined);
+      this.state = 'failed';
+      this.error = error;
+      this.emit('settled');
+      this.releaseReadHandleIfUnused();
+      throw error;
+    }
     await this.files.writeHandle.sync();
     await this.files.writeHandle.close();
     await this.files.publish();
@@ -155,11 +256,14 @@ export class BlobFill extends EventEmitter {
   /** A reader of bytes [start, end] (inclusive; end defaults to the last byte). */
   createReader(start = 0, end?: number): GrowingReader {
     if (this.readHandleClosed) throw new Error(`fill of ${this.digest.value} is no longer readable`);
-    this.readers += 1;
-    return new GrowingReader(this, this.files.readHandle, start, end, () => {
-      this.readers -= 1;
+    if (this.spill && start >= this.diskBytes && start < this.spill.base) throw new Error(`bytes at ${start} of ${this.digest.value} are no longer available`);
+    const reader: GrowingReader = new GrowingReader(this, this.files.readHandle, start, end, () => {
+      this.readers.delete(reader);
+      this.advanced();
       this.releaseReadHandleIfUnused();
     });
+    this.readers.add(reader);
+    return reader;
   }
 
   /** Resolves when the fill is committed, rejects when it failed. */
@@ -172,7 +276,7 @@ export class BlobFill extends EventEmitter {
   }
 
   private releaseReadHandleIfUnused(): void {
-    if (this.state === 'filling' || this.state === 'verified' || this.readers > 0 || this.readHandleClosed) return;
+    if (this.state === 'filling' || this.state === 'verified' || this.readers.size > 0 || this.readHandleClosed) return;
     this.readHandleClosed = true;
     this.files.readHandle.close().catch(() => undefined);
   }

@@ -10,7 +10,8 @@ const CHUNK = 256 * 1024;
  * consumer, so a slow client never slows the fill or buffers memory.
  */
 export class GrowingReader extends Readable {
-  private position: number;
+  /** The next byte this reader will send. */
+  position: number;
   private busy = false;
 
   constructor(
@@ -64,15 +65,28 @@ export class GrowingReader extends Readable {
           this.park();
           return;
         }
-        const buffer = Buffer.allocUnsafe(Math.min(available, CHUNK));
-        const { bytesRead } = await this.handle.read(buffer, 0, buffer.length, this.position);
+        let chunk: Buffer;
+        if (this.position < this.fill.diskBytes) {
+          const buffer = Buffer.allocUnsafe(Math.min(available, CHUNK, this.fill.diskBytes - this.position));
+          const { bytesRead } = await this.handle.read(buffer, 0, buffer.length, this.position);
+          chunk = bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
+        } else {
+          // The disk filled up: the rest streams from memory, uncached.
+          const spilled = this.fill.spilledAt(this.position, Math.min(available, CHUNK));
+          if (!spilled) {
+            this.destroy(new Error(`fell behind a fill that could not be cached (${this.fill.digest.value})`));
+            return;
+          }
+          chunk = Buffer.from(spilled); // a copy, so the fill may drop its buffer
+        }
         if (this.destroyed) return;
-        if (bytesRead === 0) {
+        if (chunk.length === 0) {
           this.park();
           return;
         }
-        this.position += bytesRead;
-        if (!this.push(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead))) return;
+        this.position += chunk.length;
+        this.fill.advanced();
+        if (!this.push(chunk)) return;
       }
     } catch (err) {
       this.destroy(err as Error);

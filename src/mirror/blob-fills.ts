@@ -1,6 +1,6 @@
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
-import type { BlobFill } from '../cache/blob-fill.js';
+import { NotCachedError, type BlobFill } from '../cache/blob-fill.js';
 import type { Cache } from '../cache/cache.js';
 import type { Digest } from '../oci/digest.js';
 import type { Logger } from '../log.js';
@@ -16,8 +16,8 @@ import type { Target } from './resolve.js';
  */
 export class BlobFills {
   private readonly active = new Map<string, Promise<BlobFill>>();
-  /** Called when a fill hits a full disk, so space can be made. */
-  onDiskFull: (() => void) | undefined;
+  /** Called when a fill hits a full disk, to make room (an eviction sweep). */
+  onDiskFull: (() => Promise<unknown>) | undefined;
 
   constructor(
     private readonly cache: Cache,
@@ -67,6 +67,12 @@ export class BlobFills {
         discard(upstream.body);
         throw err;
       }
+      const fields = { digest: digest.value, upstream: source.registry, repo: source.repo };
+      fill.onDiskFull = async () => {
+        this.log.error(fields, 'cache disk is full; evicting to make room');
+        await this.onDiskFull?.().catch(() => undefined);
+      };
+      fill.once('spill', () => this.log.error({ ...fields, bytes: fill.diskBytes }, 'cache disk is still full: streaming this blob to its clients without caching it'));
     } catch (err) {
       release();
       throw err;
@@ -109,9 +115,11 @@ export class BlobFills {
     } catch (err) {
       await fill.fail(err as Error);
       const fields = { digest, upstream: source.registry, repo: source.repo, bytes: fill.written, err: describe(err), endpoint: stream.endpoint.displayUrl };
-      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
-        this.log.error(fields, 'cache disk is full: blob not cached; evicting to make room');
-        this.onDiskFull?.();
+      if (err instanceof NotCachedError) {
+        this.log.error(fields, 'blob served but not cached: the cache disk is full');
+      } else if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+        this.log.error(fields, 'cache disk is full: blob not cached');
+        void this.onDiskFull?.().catch(() => undefined);
       } else {
         this.log.warn(fields, 'blob fill failed; nothing cached');
       }

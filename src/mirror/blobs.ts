@@ -72,7 +72,7 @@ export class BlobService {
 
   private readFill(fill: BlobFill, digest: Digest, range?: ByteRange): Readable | Promise<Readable> {
     if (fill.state === 'committed') return this.cache.openBlob(digest, fill.written, range);
-    if (fill.state === 'failed' && !fill.verified) throw unavailable(`fetching ${digest.value} from upstream failed: ${fill.error?.message ?? 'unknown error'}`);
+    if (fill.state === 'failed') throw unavailable(`fetching ${digest.value} from upstream failed: ${fill.error?.message ?? 'unknown error'}`);
     return fill.createReader(range?.start, range?.end);
   }
 }
