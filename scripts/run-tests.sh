@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 npx tsc -p tsconfig.test.json
 files=$(find test -name '*.test.ts' | sort)
 # Tests that start daemons or servers share ports and disk; run files one at a time.
-exec node --import tsx --test --test-concurrency=1 --test-reporter=tap $files
+# Every test is bounded: a hang fails that test instead of the whole run.
+exec node --import tsx --test --test-concurrency=1 --test-timeout=300000 --test-reporter=tap $files

@@ -17,7 +17,8 @@ const REDACT = [
   'upstreams[*].endpoints[*].username',
 ];
 
-export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
+/** A pino logger; `destination` is a stream, or a file path to append to. */
+export function createLogger(level: string, destination?: NodeJS.WritableStream | string): Logger {
   return pino(
     {
       level,
@@ -25,6 +26,8 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
       redact: { paths: REDACT, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    destination ?? pino.destination({ sync: false }),
+    typeof destination === 'string'
+      ? pino.destination({ dest: destination, mkdir: true, sync: false })
+      : (destination ?? pino.destination({ sync: false })),
   );
 }

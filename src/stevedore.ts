@@ -11,7 +11,8 @@ import { CacheSweeper } from './jobs/cache-sweeper.js';
 import { startHealthProbes } from './jobs/health-probes.js';
 import { scheduleWarmups, type ScheduledJob } from './jobs/scheduler.js';
 import { WarmupRunner } from './jobs/warmup.js';
-import type { Logger } from './log.js';
+import { createLogger, type Logger } from './log.js';
+import { Metrics } from './metrics/metrics.js';
 import { Mirror } from './mirror/mirror.js';
 import { UpstreamResolver, type UpstreamEntry } from './mirror/resolve.js';
 import { EndpointClient } from './upstream/endpoint-client.js';
@@ -19,10 +20,13 @@ import { TokenCache } from './upstream/token-cache.js';
 import { UpstreamRegistry } from './upstream/upstream-registry.js';
 
 const FILL_DRAIN_MS = 20_000;
+/** Per-minute statistics older than this are pruned. */
+const STATS_KEEP_MS = 30 * 24 * 3_600_000;
 
 /** Everything but HTTP: what `serve` listens in front of, and what `warm` runs without a server. */
 export interface Core {
   cache: Cache;
+  metrics: Metrics;
   mirror: Mirror;
   instanceId: string;
   tokens: TokenCache;
@@ -39,7 +43,8 @@ export interface Stevedore extends Core {
   url: string;
 }
 
-function buildUpstreams(config: Config, tokens: TokenCache, log: Logger): UpstreamEntry[] {
+function buildUpstreams(config: Config, tokens: TokenCache, log: Logger, metrics: Metrics): UpstreamEntry[] {
+  const observe = (r: { endpoint: string; method: string; status: number; ms: number }): void => metrics.recordUpstreamRequest(r.endpoint, r.method, r.status, r.ms / 1000);
   const breaker = { failureThreshold: config.health.failureThreshold, openMinMs: config.health.openMin, openMaxMs: config.health.openMax };
   return config.upstreams.map((u) => ({
     aliases: u.aliases,
@@ -58,6 +63,7 @@ function buildUpstreams(config: Config, tokens: TokenCache, log: Logger): Upstre
             breaker,
             rateLimit: u.rateLimit,
             log,
+            observe,
           }),
       ),
       { tagTtlMs: u.tagTtl, maxConcurrentFetches: u.maxConcurrentFetches },
@@ -85,7 +91,9 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   cache.onCorrupt = (digest, reason) => log.error({ digest, reason }, 'damaged blob removed from the cache; it will be fetched again');
   const instanceId = instanceIdFor(config);
   const tokens = new TokenCache();
-  const upstreams = buildUpstreams(config, tokens, log);
+  const metrics = new Metrics();
+  metrics.onMinute = (minute, counts) => cache.stats.add(minute, counts);
+  const upstreams = buildUpstreams(config, tokens, log, metrics);
   const resolver = new UpstreamResolver(upstreams, config.defaultRegistry);
   const mirror = new Mirror(
     cache,
@@ -98,6 +106,7 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
       revalidateTimeoutMs: config.cache.revalidateTimeout,
     },
     log,
+    { upstreamBytes: (registry, bytes) => metrics.recordUpstreamBytes(registry, bytes) },
   );
   const policy = { maxSize: config.cache.maxSize, lowWater: config.cache.lowWater, blobIdleTtlMs: config.cache.blobIdleTtl, gcGraceMs: config.cache.gcGrace };
   const sweeper = new CacheSweeper(cache, policy, options.background ? config.cache.sweepInterval : 2 ** 31 - 1, log);
@@ -105,19 +114,54 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   const warmups = new WarmupRunner(mirror, cache, instanceId, log);
   const probes = startHealthProbes(resolver.registries(), { intervalMs: options.background ? config.health.probeInterval : 2 ** 31 - 1, timeoutMs: config.health.probeTimeout }, log);
   const schedule = options.background ? scheduleWarmups(config.warmup, warmups, log) : { jobs: [], stop: () => undefined };
+  collectLiveState(metrics, { cache, mirror, sweeper });
+  const pruneStats = setInterval(() => cache.stats.prune(Date.now() - STATS_KEEP_MS), 3_600_000);
+  pruneStats.unref();
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
       schedule.stop();
       probes.stop();
+      clearInterval(pruneStats);
+      metrics.flushMinute();
       await sweeper.stop();
       // Fills run independently of clients: let them land before the index closes.
       await mirror.fills.drain(FILL_DRAIN_MS);
       await Promise.all(upstreams.flatMap((u) => u.registry.endpoints.map((e) => e.close())));
       cache.close();
     })());
-  return { cache, mirror, instanceId, tokens, warmups, sweeper, probes, scheduled: schedule.jobs, close };
+  return { cache, metrics, mirror, instanceId, tokens, warmups, sweeper, probes, scheduled: schedule.jobs, close };
+}
+
+/** Gauges that mirror live state are set just before each scrape. */
+function collectLiveState(metrics: Metrics, parts: { cache: Cache; mirror: Mirror; sweeper: CacheSweeper }): void {
+  const { cache, mirror, sweeper } = parts;
+  const circuit = { closed: 0, 'half-open': 1, open: 2 } as const;
+  metrics.onCollect(() => {
+    for (const upstream of mirror.upstreams()) {
+      for (const e of upstream.endpoints) {
+        const labels = { upstream: upstream.registry, endpoint: e.url };
+        metrics.circuitState.set(labels, circuit[e.circuit]);
+        metrics.manifestGets.set(labels, e.manifestGets);
+        if (e.rateLimit?.remaining !== undefined) metrics.rateLimitRemaining.set({ ...labels, credential: e.credential }, e.rateLimit.remaining);
+        if (e.rateLimit?.limit !== undefined) metrics.rateLimitLimit.set({ ...labels, credential: e.credential }, e.rateLimit.limit);
+      }
+    }
+    metrics.cacheBytes.set(cache.bytes);
+    metrics.cacheBlobs.set(cache.index.totals().blobs);
+    metrics.cacheQuota.set(sweeper.policy.maxSize);
+    metrics.evictions.set(sweeper.totals.removedBlobs);
+    metrics.evictedBytes.set(sweeper.totals.removedBytes);
+    const seen = new Set<string>();
+    for (const run of cache.jobs.list(200)) {
+      if (seen.has(run.job) || run.finishedAt === null) continue;
+      seen.add(run.job);
+      metrics.warmupLastRun.set({ job: run.job }, run.finishedAt / 1000);
+      metrics.warmupDuration.set({ job: run.job }, (run.finishedAt - run.startedAt) / 1000);
+      metrics.warmupSuccess.set({ job: run.job }, run.status === 'succeeded' ? 1 : 0);
+    }
+  });
 }
 
 /** Builds the whole mirror from a validated config and starts listening. */
@@ -125,7 +169,8 @@ export async function startStevedore(config: Config, log: Logger): Promise<Steve
   const other = runningServer(config.cache.dir);
   if (other && other.pid !== process.pid) throw new Error(`cache directory ${config.cache.dir} is already served by process ${other.pid} (${other.url})`);
   const core = await buildCore(config, log, { owner: true, background: true });
-  const app = createApp({ core, log, adminToken: config.admin.token });
+  const audit = config.auditLog ? createLogger('info', config.auditLog) : undefined;
+  const app = createApp({ core, log, adminToken: config.admin.token, audit });
   const server = await listen(app, parseListen(config.listen));
   const host = parseListen(config.listen).host;
   const url = `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${boundPort(server)}`;

@@ -7,7 +7,9 @@ import type { BlobFill } from './blob-fill.js';
 import type { ByteRange } from './blob-store.js';
 import { CacheIndex, type BlobRecord, type TagRecord } from './cache-index.js';
 import { FsBlobStore } from './fs-blob-store.js';
+import { Catalog } from './catalog.js';
 import { JobHistory } from './job-history.js';
+import { StatsHistory } from './stats-history.js';
 import { reconcile, type RecoveryReport } from './recovery.js';
 import { CorruptBlobError, VerifyingStream } from './verifying-stream.js';
 
@@ -45,6 +47,8 @@ export class CacheMissError extends Error {
  */
 export class Cache {
   readonly jobs: JobHistory;
+  readonly stats: StatsHistory;
+  readonly catalog: Catalog;
   /** Bytes of all indexed blobs, kept current without a SUM per request. */
   bytes: number;
   private readonly leases = new Map<string, number>();
@@ -61,6 +65,8 @@ export class Cache {
     readonly recovery: RecoveryReport | undefined,
   ) {
     this.jobs = new JobHistory(index.database);
+    this.stats = new StatsHistory(index.database);
+    this.catalog = new Catalog(index.database);
     this.bytes = index.totals().bytes;
   }
 

@@ -73,6 +73,18 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX job_runs_by_job ON job_runs (job, started_at);
   `,
+  `
+  CREATE TABLE stats_minutes (
+    minute              INTEGER PRIMARY KEY,
+    hits                INTEGER NOT NULL DEFAULT 0,
+    misses              INTEGER NOT NULL DEFAULT 0,
+    coalesced           INTEGER NOT NULL DEFAULT 0,
+    stale               INTEGER NOT NULL DEFAULT 0,
+    notfound_cached     INTEGER NOT NULL DEFAULT 0,
+    bytes_from_cache    INTEGER NOT NULL DEFAULT 0,
+    bytes_from_upstream INTEGER NOT NULL DEFAULT 0
+  );
+  `,
 ];
 
 export function migrate(db: Database): number {

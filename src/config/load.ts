@@ -43,6 +43,7 @@ export function loadConfig(options: LoadOptions = {}): Config & { source: string
   readSecretFiles(config, cwd);
   if (config.dockerConfig) applyDockerConfig(config, resolve(cwd, config.dockerConfig));
   config.cache.dir = resolve(cwd, config.cache.dir);
+  if (config.auditLog) config.auditLog = resolve(cwd, config.auditLog);
   return { ...config, source: file ?? '(embedded defaults)' };
 }
 

@@ -145,6 +145,8 @@ export const configSchema = z.strictObject({
       openMax: duration('10m'),
     })
     .prefault({}),
+  /** Append an audit line per pull (who, what, when) to this file; empty: off. */
+  auditLog: z.string().default(''),
   /** A Docker config.json whose `auths` supply credentials for endpoints that set none. */
   dockerConfig: z.string().default(''),
   /** This instance's name in the loop-detection chain between mirrors; empty: a random id kept in the cache dir. */

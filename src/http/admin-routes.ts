@@ -1,18 +1,24 @@
 import type { Context, Next } from 'koa';
 import Router from '@koa/router';
 import { denied, RegistryError, unauthorized } from '../oci/errors.js';
-import type { JobHistory } from '../cache/job-history.js';
+import type { Cache } from '../cache/cache.js';
 import type { CacheSweeper } from '../jobs/cache-sweeper.js';
 import type { ScheduledJob } from '../jobs/scheduler.js';
 import type { WarmupRunner } from '../jobs/warmup.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { Mirror } from '../mirror/mirror.js';
 
 /** What the admin API works with. */
 export interface AdminDeps {
-  cache: { jobs: JobHistory };
+  cache: Pick<Cache, 'jobs' | 'stats' | 'catalog' | 'bytes' | 'index'>;
+  mirror: Pick<Mirror, 'upstreams'>;
+  metrics: Metrics;
   warmups: WarmupRunner;
   sweeper: CacheSweeper;
   scheduled: ScheduledJob[];
 }
+
+const DAY_MS = 24 * 60 * 60 * 1000;
 
 const MAX_BODY = 64 * 1024;
 const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1']);
@@ -26,6 +32,54 @@ const badRequest = (detail: string): RegistryError => new RegistryError(400, 'BA
 export function adminRoutes(core: AdminDeps, token: string): Router {
   const router = new Router({ prefix: '/api' });
   router.use(guard(token));
+
+  router.get('/stats', (ctx) => {
+    const stored = core.cache.stats.totals();
+    const current = core.metrics.currentMinute();
+    const totals = { ...stored };
+    for (const key of Object.keys(totals) as (keyof typeof totals)[]) totals[key] += current.counts[key];
+    const series = core.cache.stats.since(Date.now() - DAY_MS);
+    const last = series.at(-1);
+    if (last?.minute === current.start) {
+      for (const key of Object.keys(current.counts) as (keyof typeof current.counts)[]) last[key] += current.counts[key];
+    } else if (Object.values(current.counts).some((v) => v > 0)) {
+      series.push({ minute: current.start, ...current.counts });
+    }
+    const index = core.cache.index.totals();
+    const served = totals.hits + totals.coalesced + totals.stale;
+    const hitRatio = served + totals.misses > 0 ? served / (served + totals.misses) : null;
+    ctx.body = {
+      totals: { ...totals, hitRatio, cacheBytes: core.cache.bytes, blobs: index.blobs, quotaBytes: core.sweeper.policy.maxSize },
+      bucketSeconds: 60,
+      series,
+    };
+  });
+
+  router.get('/upstreams', (ctx) => {
+    ctx.body = {
+      upstreams: core.mirror.upstreams().map((u) => ({
+        registry: u.registry,
+        fills: u.fills,
+        endpoints: u.endpoints.map((e) => ({
+          url: e.url,
+          state: e.state,
+          circuit: e.circuit,
+          latencyMs: e.latencyMs ?? null,
+          lastError: e.lastError ?? null,
+          credential: e.credential,
+          manifestGets: e.manifestGets,
+          rateLimit: e.rateLimit
+            ? { limit: e.rateLimit.limit ?? null, remaining: e.rateLimit.remaining ?? null, windowSeconds: e.rateLimit.windowSeconds ?? null, source: e.rateLimit.source ?? null, observedAt: e.rateLimit.observedAt }
+            : null,
+        })),
+      })),
+    };
+  });
+
+  router.get('/images', (ctx) => {
+    const limit = Math.min(1000, Math.max(1, Number(ctx.query.limit) || 100));
+    ctx.body = { images: core.cache.catalog.list(limit) };
+  });
 
   router.post('/warm', async (ctx) => {
     const body = await readJson(ctx);

@@ -1,22 +1,26 @@
 import Koa from 'koa';
 import Router from '@koa/router';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics/metrics.js';
 import type { Mirror } from '../mirror/mirror.js';
 import { routeUnknown } from '../oci/errors.js';
+import { adminRoutes, type AdminDeps } from './admin-routes.js';
 import { errorHandler } from './error-handler.js';
 import { requestLog } from './request-log.js';
-import { adminRoutes, type AdminDeps } from './admin-routes.js';
+import { uiRoutes } from './ui-routes.js';
 import { v2Routes } from './v2-routes.js';
 
 export interface AppDeps {
-  core: AdminDeps & { mirror: Mirror; instanceId: string };
+  core: AdminDeps & { mirror: Mirror; instanceId: string; metrics: Metrics };
   log: Logger;
   /** Bearer token for /api/; empty: loopback clients only. */
   adminToken: string;
+  /** Where audit lines of pulls go, when enabled. */
+  audit?: Logger;
 }
 
-export function createApp({ core, log, adminToken }: AppDeps): Koa {
-  const { mirror, instanceId } = core;
+export function createApp({ core, log, adminToken, audit }: AppDeps): Koa {
+  const { mirror, instanceId, metrics } = core;
   const app = new Koa();
   app.silent = true; // errors are logged by our own middleware
   const v2 = v2Routes(mirror, instanceId);
@@ -24,9 +28,14 @@ export function createApp({ core, log, adminToken }: AppDeps): Koa {
   ops.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok', fillsInProgress: mirror.fills.inProgress };
   });
-  app.use(requestLog(log));
+  ops.get('/metrics', async (ctx) => {
+    ctx.type = metrics.registry.contentType;
+    ctx.body = await metrics.scrape();
+  });
+  app.use(requestLog(log, metrics, audit));
   app.use(errorHandler(log));
   app.use(ops.routes());
+  app.use(uiRoutes().routes());
   app.use(adminRoutes(core, adminToken).routes());
   app.use(v2.routes());
   app.use((ctx) => {

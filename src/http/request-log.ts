@@ -1,19 +1,29 @@
 import { randomUUID } from 'node:crypto';
 import type { Context, Next } from 'koa';
 import type { Logger } from '../log.js';
+import type { CacheResult, Metrics } from '../metrics/metrics.js';
 
-/** Fields the handlers fill in for the access log line. */
+/** Fields the handlers fill in for the access log line and the metrics. */
 export interface RequestLogFields {
+  /** Route label for metrics: manifests, blobs, tags, referrers, ping, api, … */
+  route?: string;
   repo?: string;
   reference?: string;
   digest?: string;
   upstream?: string;
   cache?: string;
   error?: unknown;
+  /** The authenticated user, when client auth is on. */
+  user?: string;
 }
 
-/** One structured line per request, written when the response is finished or aborted. */
-export function requestLog(log: Logger) {
+const SERVED_ROUTES: Record<string, 'manifest' | 'blob'> = { manifests: 'manifest', blobs: 'blob' };
+
+/**
+ * One structured line per request, written when the response is finished or
+ * aborted, plus the request's metrics and, when enabled, an audit line per pull.
+ */
+export function requestLog(log: Logger, metrics: Metrics, audit: Logger | undefined) {
   return async (ctx: Context, next: Next): Promise<void> => {
     const started = performance.now();
     const reqId = randomUUID();
@@ -23,6 +33,16 @@ export function requestLog(log: Logger) {
     ctx.set('X-Request-Id', reqId);
     ctx.res.once('close', () => {
       const fields = ctx.state as RequestLogFields;
+      const ms = performance.now() - started;
+      const finished = ctx.res.writableFinished;
+      const route = fields.route ?? (ctx.path.startsWith('/api/') ? 'api' : ctx.path.startsWith('/ui') || ctx.path === '/' ? 'ui' : ctx.path.slice(1, 20) || 'other');
+      metrics.recordRequest(route, ctx.method, ctx.status, ms / 1000);
+      const kind = fields.route ? SERVED_ROUTES[fields.route] : undefined;
+      const body = finished && ctx.method === 'GET' ? Number(ctx.response.get('Content-Length')) || 0 : 0;
+      if (kind && fields.cache && fields.upstream) metrics.recordServed(fields.upstream, kind, fields.cache as CacheResult, body);
+      if (audit && kind && ctx.method === 'GET' && ctx.status < 300) {
+        audit.info({ client: ctx.ip, user: fields.user, upstream: fields.upstream, repo: fields.repo, reference: fields.reference, digest: fields.digest, status: ctx.status, complete: finished }, 'pull');
+      }
       log.info(
         {
           reqId,
@@ -35,9 +55,10 @@ export function requestLog(log: Logger) {
           cache: fields.cache,
           status: ctx.status,
           bytes: socket.bytesWritten - bytesBefore,
-          ms: Math.round(performance.now() - started),
+          ms: Math.round(ms),
           client: ctx.ip,
-          aborted: !ctx.res.writableFinished || undefined,
+          user: fields.user,
+          aborted: !finished || undefined,
           error: fields.error,
         },
         'request',

@@ -24,6 +24,7 @@ export function v2Routes(mirror: Mirror, instanceId: string): Router {
   });
 
   router.get('/v2/', (ctx) => {
+    (ctx.state as RequestLogFields).route = 'ping';
     ctx.type = 'application/json';
     ctx.body = '{}';
   });
@@ -36,6 +37,7 @@ export function v2Routes(mirror: Mirror, instanceId: string): Router {
     const match = ROUTE.exec(ctx.path);
     if (!match) throw routeUnknown(ctx.path);
     const [, rawName, kind, rawReference] = match as unknown as [string, string, string, string];
+    (ctx.state as RequestLogFields).route = kind;
     if (rawName.includes('%')) throw nameInvalid('percent-encoded characters are not allowed in repository names');
     const reference = rawReference.replace(/%3a/gi, ':');
     if (reference.includes('%')) {

@@ -22,6 +22,7 @@ export class BlobFills {
   constructor(
     private readonly cache: Cache,
     private readonly log: Logger,
+    private readonly events: { upstreamBytes(registry: string, bytes: number): void },
   ) {}
 
   current(digest: Digest): Promise<BlobFill> | undefined {
@@ -90,6 +91,11 @@ export class BlobFills {
     const broken = new Set<EndpointClient>();
     let stream = first;
     const maxResumes = source.upstream.endpoints.length + 1;
+    const counted = { bytes: 0 };
+    const count = (): void => {
+      this.events.upstreamBytes(source.registry, fill.written - counted.bytes);
+      counted.bytes = fill.written;
+    };
     try {
       for (let resumes = 0; ; resumes++) {
         let failure: unknown;
@@ -99,6 +105,7 @@ export class BlobFills {
           failure = err;
         }
         await fill.idle();
+        count();
         const short = fill.expectedSize !== undefined && fill.written < fill.expectedSize;
         if (failure === undefined && !short) break;
         if (fill.state !== 'filling' || resumes >= maxResumes || (failure !== undefined && !isStreamBreak(failure))) {
@@ -113,6 +120,7 @@ export class BlobFills {
       await this.cache.commitFill(fill, { upstream: source.registry, repo: source.repo });
       this.log.info({ digest, upstream: source.registry, repo: source.repo, bytes: fill.written, ms: Date.now() - started, endpoint: stream.endpoint.displayUrl }, 'blob cached');
     } catch (err) {
+      count();
       await fill.fail(err as Error);
       const fields = { digest, upstream: source.registry, repo: source.repo, bytes: fill.written, err: describe(err), endpoint: stream.endpoint.displayUrl };
       if (err instanceof NotCachedError) {

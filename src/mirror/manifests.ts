@@ -50,6 +50,7 @@ export class ManifestService {
     private readonly cache: Cache,
     private readonly policy: ManifestPolicy,
     private readonly log: Logger,
+    private readonly events: { upstreamBytes(registry: string, bytes: number): void },
   ) {
     this.notFound = new LRUCache({ max: 10_000, ttl: Math.max(1, policy.notFoundTtlMs) });
   }
@@ -142,6 +143,7 @@ export class ManifestService {
   /** GETs a manifest, verifies its digest, and stores it before anyone sees it. */
   private async fetchAndStore(target: Target, reference: string, accept: readonly string[], expected?: Digest): Promise<Stored> {
     const fetched = await target.upstream.fetchManifest(target.repo, reference, accept, this.policy.maxManifestBytes, target.via);
+    this.events.upstreamBytes(target.registry, fetched.bytes.length);
     const mediaType = manifestMediaType(fetched.bytes, fetched.contentType);
     // Some registries answer an Accept they cannot meet with another type
     // (distribution converts to schema 1): never pass that on.

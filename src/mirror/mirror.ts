@@ -11,6 +11,11 @@ import type { Target, UpstreamResolver } from './resolve.js';
 
 export type { BlobAnswer, ManifestAnswer, Target };
 
+/** What the mirror reports as it works (for metrics). */
+export interface MirrorEvents {
+  upstreamBytes(registry: string, bytes: number): void;
+}
+
 export interface Passthrough {
   contentType: string | undefined;
   body: Readable;
@@ -33,9 +38,10 @@ export class Mirror {
     private readonly resolver: UpstreamResolver,
     policy: ManifestPolicy,
     log: Logger,
+    events: MirrorEvents = { upstreamBytes: () => undefined },
   ) {
-    this.fills = new BlobFills(cache, log);
-    this.manifests = new ManifestService(cache, policy, log);
+    this.fills = new BlobFills(cache, log, events);
+    this.manifests = new ManifestService(cache, policy, log, events);
     this.blobs = new BlobService(cache, this.fills);
   }
 

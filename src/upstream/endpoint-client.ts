@@ -17,6 +17,8 @@ export interface EndpointOptions {
   breaker: BreakerOptions;
   rateLimit: RateLimitPolicy;
   log: Logger;
+  /** Told about every response from this endpoint (metrics). */
+  observe?: (response: { endpoint: string; method: string; status: number; ms: number }) => void;
 }
 
 
@@ -59,8 +61,10 @@ export class EndpointClient {
   private readonly basePath: string;
   private readonly agent: Agent;
   private readonly auth: EndpointAuth;
+  private readonly observer: EndpointOptions['observe'];
 
   constructor(options: EndpointOptions) {
+    this.observer = options.observe;
     const url = new URL(options.url);
     this.origin = url.origin;
     this.basePath = url.pathname.replace(/\/+$/, '');
@@ -130,7 +134,9 @@ export class EndpointClient {
     if (this.mirror && req.via?.length) headers[VIA_HEADER] = req.via.join(', ');
     const started = performance.now();
     const res = await this.agent.request({ origin, path, method: req.method, headers, signal: req.signal });
-    this.state.observe(req.method, path, res.statusCode, res.headers, Math.round(performance.now() - started));
+    const ms = Math.round(performance.now() - started);
+    this.state.observe(req.method, path, res.statusCode, res.headers, ms);
+    this.observer?.({ endpoint: this.displayUrl, method: req.method, status: res.statusCode, ms });
     return res;
   }
 }

@@ -35,7 +35,7 @@ test('index: migrations are versioned, and blobs, tags and refs round-trip', (t)
   index.close();
 
   const raw = new Database(path);
-  assert.equal(raw.pragma('user_version', { simple: true }), 2);
+  assert.equal(raw.pragma('user_version', { simple: true }), 3);
   assert.equal(raw.pragma('journal_mode', { simple: true }), 'wal');
   const refs = raw.prepare('SELECT child_digest AS c FROM manifest_refs WHERE manifest_digest = ? ORDER BY c').all(digest('b'));
   assert.deepEqual(refs, [{ c: digest('a') }, { c: digest('c') }]);

@@ -35,6 +35,7 @@ export interface UpstreamSpec {
 export interface MirrorOptions {
   upstreams: UpstreamSpec[];
   warmup?: Record<string, unknown>[];
+  auditLog?: string;
   cache?: Record<string, string | number>;
   health?: Record<string, unknown>;
   instanceId?: string;
@@ -63,6 +64,7 @@ function rawConfig(options: MirrorOptions, dir: string): Record<string, unknown>
     health: { probeInterval: '1h', ...options.health },
     ...(options.instanceId ? { instanceId: options.instanceId } : {}),
     ...(options.warmup ? { warmup: options.warmup } : {}),
+    ...(options.auditLog ? { auditLog: options.auditLog } : {}),
     upstreams: options.upstreams.map((u) => ({
       registry: u.registry,
       endpoints: (Array.isArray(u.url) ? u.url : [u.url]).map((e) =>

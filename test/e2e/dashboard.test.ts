@@ -1,0 +1,167 @@
+// Observability end to end: exact metrics after a scripted sequence of pulls,
+// the admin API, an audit log, redaction, and the dashboard in a real browser.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser } from 'playwright-core';
+import { startRegistry, type RegistryHandle } from '../support/registry.js';
+import { startHubDouble, type HubDouble } from '../support/hub-double.js';
+import { MediaTypes, pushBlob, pushImage, type PushedImage } from '../support/seed.js';
+import { startMirror, type TestMirror } from '../support/stevedore.js';
+import { get, streamDigest } from '../support/http.js';
+
+const MiB = 1024 * 1024;
+const PASSWORD = 'dashboard-secret-pw';
+const ALL = [MediaTypes.ociIndex, MediaTypes.ociManifest, MediaTypes.dockerList, MediaTypes.dockerManifest].join(', ');
+const outputDir = fileURLToPath(new URL('../../test-output/', import.meta.url));
+const scratch = mkdtempSync(join(tmpdir(), 'stevedore-dashboard-'));
+const auditFile = join(scratch, 'audit.log');
+let registry: RegistryHandle;
+let hub: HubDouble;
+let mirror: TestMirror;
+let image: PushedImage;
+let blobX: { digest: string; size: number };
+let blobY: { digest: string; size: number };
+
+before(async () => {
+  registry = await startRegistry();
+  image = await pushImage(registry.url, 'team/web', 'v1', { layers: [50 * 1024], format: 'docker' });
+  blobX = await pushBlob(registry.url, 'team/web', { size: 1 * MiB, seed: 'dash-x' });
+  blobY = await pushBlob(registry.url, 'team/web', { size: 4 * MiB, seed: 'dash-y' });
+  hub = await startHubDouble({ upstream: registry.url, credentials: { username: 'dash', password: PASSWORD } });
+  mirror = await startMirror({
+    upstreams: [{ registry: 'docker.io', url: hub.url, username: 'dash', password: PASSWORD }],
+    cache: { tagTtl: '0s' },
+    warmup: [{ name: 'web', schedule: '0 0 1 1 *', images: ['team/web:v1'] }],
+    auditLog: auditFile,
+  });
+});
+
+after(async () => {
+  await mirror?.stop();
+  await hub?.stop();
+  await registry?.stop();
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+interface Stats {
+  totals: { hits: number; misses: number; coalesced: number; stale: number; bytesFromCache: number; bytesFromUpstream: number; hitRatio: number; cacheBytes: number; blobs: number };
+  series: { minute: number; hits: number }[];
+}
+
+const metricValue = (text: string, name: string, labels: string): number => {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
+  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+};
+
+test('after a miss, a hit, a coalesced pull and a stale serve, /metrics and /api/stats show exactly those', async () => {
+  const blob = (d: string): string => `${mirror.url}/v2/team/web/blobs/${d}`;
+  assert.equal((await streamDigest(blob(blobX.digest))).digest, blobX.digest); // miss
+  await mirror.stevedore.mirror.fills.drain(10_000);
+  assert.equal((await streamDigest(blob(blobX.digest))).digest, blobX.digest); // hit
+  hub.throttle(8 * MiB);
+  try {
+    const [a, b] = await Promise.all([streamDigest(blob(blobY.digest)), new Promise((r) => setTimeout(r, 100)).then(() => streamDigest(blob(blobY.digest)))]);
+    assert.equal(a.digest, blobY.digest); // miss
+    assert.equal(b.digest, blobY.digest); // coalesced
+  } finally {
+    hub.throttle(null);
+  }
+  await mirror.stevedore.mirror.fills.drain(10_000);
+  const manifestUrl = `${mirror.url}/v2/team/web/manifests/v1`;
+  assert.equal((await get(manifestUrl, { accept: ALL })).status, 200); // miss
+  hub.failNext(1, 503, {}, 'manifestHead');
+  assert.equal((await get(manifestUrl, { accept: ALL })).status, 200); // stale
+
+  const metrics = await get(`${mirror.url}/metrics`);
+  assert.equal(metrics.status, 200);
+  const text = metrics.body.toString();
+  const result = (kind: string, r: string): number => metricValue(text, 'stevedore_cache_results_total', `upstream="docker.io",kind="${kind}",result="${r}"`);
+  assert.deepEqual(
+    { blobMiss: result('blob', 'miss'), blobHit: result('blob', 'hit'), blobCoalesced: result('blob', 'coalesced'), manifestMiss: result('manifest', 'miss'), manifestStale: result('manifest', 'stale') },
+    { blobMiss: 2, blobHit: 1, blobCoalesced: 1, manifestMiss: 1, manifestStale: 1 },
+  );
+  const manifestBytes = image.manifestBytes.length;
+  assert.equal(metricValue(text, 'stevedore_bytes_served_from_cache_total', 'upstream="docker.io"'), blobX.size + blobY.size + manifestBytes);
+  assert.equal(metricValue(text, 'stevedore_bytes_fetched_from_upstream_total', 'upstream="docker.io"'), blobX.size + blobY.size + manifestBytes);
+  assert.ok(metricValue(text, 'stevedore_http_requests_total', 'route="blobs",method="GET",status="200"') >= 4);
+  assert.equal(metricValue(text, 'stevedore_ratelimit_limit', `upstream="docker.io",endpoint="${hub.url}",credential="dash"`), 100);
+  assert.ok(metricValue(text, 'stevedore_ratelimit_remaining', `upstream="docker.io",endpoint="${hub.url}",credential="dash"`) > 0);
+  assert.equal(metricValue(text, 'stevedore_upstream_manifest_gets', `upstream="docker.io",endpoint="${hub.url}"`), 1);
+  assert.match(text, /^process_resident_memory_bytes \d+/m, 'default process metrics');
+
+  const stats = JSON.parse((await get(`${mirror.url}/api/stats`)).body.toString()) as Stats;
+  assert.deepEqual(
+    { hits: stats.totals.hits, misses: stats.totals.misses, coalesced: stats.totals.coalesced, stale: stats.totals.stale },
+    { hits: 1, misses: 3, coalesced: 1, stale: 1 },
+  );
+  assert.equal(stats.totals.bytesFromCache, blobX.size + blobY.size + manifestBytes);
+  assert.equal(stats.totals.bytesFromUpstream, blobX.size + blobY.size + manifestBytes);
+  assert.equal(stats.totals.hitRatio, 3 / 6);
+  assert.equal(stats.totals.cacheBytes, mirror.stevedore.cache.index.totals().bytes);
+  assert.equal(stats.series.reduce((sum, p) => sum + p.hits, 0), 1);
+
+  const upstreams = JSON.parse((await get(`${mirror.url}/api/upstreams`)).body.toString()) as { upstreams: { registry: string; endpoints: { url: string; state: string; rateLimit: { limit: number; remaining: number; windowSeconds: number } }[] }[] };
+  const endpoint = upstreams.upstreams[0]!.endpoints[0]!;
+  assert.equal(endpoint.url, hub.url);
+  assert.equal(endpoint.state, 'down', 'the injected 503 counts against the endpoint until it answers again');
+  assert.equal(endpoint.rateLimit.limit, 100);
+  assert.equal(endpoint.rateLimit.windowSeconds, 21600);
+  const images = JSON.parse((await get(`${mirror.url}/api/images`)).body.toString()) as { images: { repo: string; tag: string; bytes: number }[] };
+  assert.deepEqual(images.images.map((i) => `${i.repo}:${i.tag}`), ['team/web:v1']);
+  assert.equal(images.images[0]!.bytes, manifestBytes, 'only the manifest of that image is cached so far');
+});
+
+test('an audit line per pull, and no secret in the logs', async () => {
+  await mirror.stevedore.close();
+  const audit = readFileSync(auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { msg: string; repo: string; digest?: string; client: string });
+  assert.ok(audit.length >= 6);
+  assert.ok(audit.every((a) => a.msg === 'pull' && a.repo === 'team/web' && a.client.includes('127.0.0.1')));
+  assert.ok(audit.some((a) => a.digest === blobX.digest));
+  const logs = mirror.rawLogs();
+  assert.ok(!logs.includes(PASSWORD), 'no password');
+  assert.ok(!logs.includes(Buffer.from(`dash:${PASSWORD}`).toString('base64')), 'no Basic credentials');
+  const tokens = hub.authSeen().filter((a) => a.authorization.startsWith('Bearer ')).map((a) => a.authorization.slice(7));
+  assert.ok(tokens.length > 0);
+  for (const token of tokens) assert.ok(!logs.includes(token), 'no bearer token');
+  // Restart on the same cache: the statistics survive.
+  const restarted = await startMirror({ upstreams: [{ registry: 'docker.io', url: hub.url, username: 'dash', password: PASSWORD }], dir: mirror.dir, warmup: [{ name: 'web', schedule: '0 0 1 1 *', images: ['team/web:v1'] }] });
+  mirror = restarted;
+  const stats = JSON.parse((await get(`${mirror.url}/api/stats`)).body.toString()) as Stats;
+  assert.deepEqual({ hits: stats.totals.hits, misses: stats.totals.misses }, { hits: 1, misses: 3 });
+});
+
+test('the dashboard in a real browser shows what the API says, and runs a warm-up', { skip: existsSync('/usr/bin/chromium') ? false : 'chromium is not installed' }, async () => {
+  let browser: Browser | undefined;
+  try {
+    browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+    });
+    const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+    await page.goto(`${mirror.url}/`);
+    await page.waitForFunction(() => document.querySelector('[data-testid="hit-ratio"]')?.textContent !== '–', undefined, { timeout: 15_000 });
+    const stats = JSON.parse((await get(`${mirror.url}/api/stats`)).body.toString()) as Stats;
+    assert.equal(await page.textContent('[data-testid="hit-ratio"]'), `${(stats.totals.hitRatio * 100).toFixed(1)}%`);
+    // The restarted mirror learns the budget from its next manifest GET.
+    await get(`${mirror.url}/v2/team/web/manifests/${image.manifestDigest}`, { accept: ALL });
+    await get(`${mirror.url}/v2/team/other/manifests/v1`, { accept: ALL });
+    await page.reload();
+    const rate = JSON.parse((await get(`${mirror.url}/api/upstreams`)).body.toString()).upstreams[0].endpoints[0].rateLimit as { limit: number; remaining: number } | null;
+    assert.ok(rate, 'the upstream reported its budget');
+    await page.waitForSelector('[data-testid="ratelimit-remaining"]', { timeout: 15_000 });
+    assert.equal(await page.textContent('[data-testid="ratelimit-remaining"]'), `${rate.remaining} / ${rate.limit}`);
+    await page.click('[data-testid="run-warmup-web"]');
+    await page.waitForSelector('[data-testid="job-runs"] tr[data-job="web"]', { timeout: 15_000 });
+    const runs = mirror.stevedore.cache.jobs.list(5);
+    assert.ok(runs.some((r) => r.job === 'web' && r.trigger === 'api'), 'the click started a run');
+    mkdirSync(outputDir, { recursive: true });
+    await page.screenshot({ path: join(outputDir, 'dashboard.png'), fullPage: true });
+    assert.ok(existsSync(join(outputDir, 'dashboard.png')));
+  } finally {
+    await browser?.close();
+  }
+});
