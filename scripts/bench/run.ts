@@ -1,99 +1,155 @@
-// npm run bench: the core figures of a pull-through mirror, measured on this
-// machine against a real docker-registry on 127.0.0.1. Prints a markdown table
-// and writes JSON to bench-results/. Nothing here is asserted; it is measured.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+// npm run bench: Stevedore and CNCF distribution in proxy mode, side by side,
+// on the same upstream (docker-registry behind the Docker Hub double) and the
+// same data. Prints a markdown table and writes JSON to bench-results/.
+// Everything runs on 127.0.0.1 and is stopped by PID at the end.
+import { chmodSync, createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
-import { Agent, request } from 'undici';
-import { freePort, startRegistry } from '../../test/support/registry.js';
-import { pushBlob } from '../../test/support/seed.js';
-import { startMirrorProcess, type MirrorProcess } from '../../test/support/stevedore.js';
-import { streamDigest } from '../../test/support/http.js';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { pipeline } from 'node:stream/promises';
+import { execFileSync } from 'node:child_process';
+import { startRegistry, type RegistryHandle } from '../../test/support/registry.js';
+import { bigBlob, MediaTypes, pushBlob, pushImage, pushIndex, putManifest } from '../../test/support/seed.js';
+import type { MirrorProcess } from '../../test/support/stevedore.js';
+import { peakRss, startHubProcess, startNginx, startPeer, startStevedore, type HubProcess, type Nginx } from './servers.js';
+import { better, cleanupScratch, delta, gibps, hotLoad, mib, parallelGets, secs, skopeoPull, type Row } from './scenarios.js';
 
 const GiB = 1024 ** 3;
-const SIZE = Number(process.env.BENCH_BLOB_BYTES ?? GiB);
-const rows: { scenario: string; value: string; detail: string }[] = [];
-const results: Record<string, unknown> = {};
+const MiB = 1024 ** 2;
+const BIG = Number(process.env.BENCH_BIG_BYTES ?? GiB);
+const USER = 'bench';
+const PASSWORD = 'bench-password';
+const rows: Row[] = [];
+const log = (line: string): void => void process.stderr.write(`${line}\n`);
 
-/** Peak resident set size of a process, from the kernel's high-water mark. */
-function peakRssMiB(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0);
-  return Math.round(kb / 1024);
-}
-
-async function timed<T>(work: () => Promise<T>): Promise<{ ms: number; value: T }> {
-  const started = performance.now();
-  const value = await work();
-  return { ms: performance.now() - started, value };
-}
-
-/** Streams a body to nowhere, counting bytes: the client does as little as it can. */
-async function drain(url: string, dispatcher: Agent): Promise<{ status: number; bytes: number }> {
-  const res = await request(url, { dispatcher });
-  let bytes = 0;
-  for await (const chunk of res.body) bytes += (chunk as Buffer).length;
-  return { status: res.statusCode, bytes };
-}
-
-/** n parallel GETs; cold runs hash every body to prove it, warm runs only count bytes. */
-async function parallel(url: string, n: number, digest: string, verify: boolean): Promise<number> {
-  const dispatcher = new Agent({ connections: n });
-  if (verify) {
-    const { ms, value } = await timed(() => Promise.all(Array.from({ length: n }, () => streamDigest(url, {}, dispatcher))));
-    for (const r of value) if (r.digest !== digest || r.status !== 200) throw new Error(`bad body from ${url}: ${r.status} ${r.digest}`);
-    await dispatcher.close();
-    return ms;
+async function seed(origin: RegistryHandle, nginxRoot: string): Promise<{ bigDigest: string; smallDigest: string }> {
+  log('seeding: a 5-layer ~60 MiB image, a big layer, a multi-arch index and 200 small images…');
+  await pushImage(origin.url, 'library/app60', 'v1', { layers: [12 * MiB, 12 * MiB, 12 * MiB, 12 * MiB, 12 * MiB], format: 'docker' });
+  const big = await pushBlob(origin.url, 'library/big', { size: BIG, seed: 'bench-big' });
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }));
+  const configBlob = await pushBlob(origin.url, 'library/big', config);
+  await putManifest(origin.url, 'library/big', 'v1', MediaTypes.dockerManifest, Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MediaTypes.dockerManifest,
+    config: { mediaType: 'application/vnd.docker.container.image.v1+json', digest: configBlob.digest, size: config.length },
+    layers: [{ mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip', digest: big.digest, size: big.size }],
+  })));
+  await pushIndex(origin.url, 'library/multi', 'latest', { platforms: [{ os: 'linux', arch: 'amd64' }, { os: 'linux', arch: 'arm64' }], format: 'oci', layers: [1 * MiB] });
+  const small = await pushImage(origin.url, 'small/img0', 'v1', { layers: [4096], format: 'docker' });
+  for (let batch = 1; batch < 200; batch += 10) {
+    await Promise.all(Array.from({ length: Math.min(10, 200 - batch) }, (_, i) => pushImage(origin.url, `small/img${batch + i}`, 'v1', { layers: [4096], format: 'docker' })));
   }
-  const { ms, value } = await timed(() => Promise.all(Array.from({ length: n }, () => drain(url, dispatcher))));
-  for (const r of value) if (r.bytes !== SIZE || r.status !== 200) throw new Error(`short body from ${url}: ${r.status} ${r.bytes}`);
-  await dispatcher.close();
-  return ms;
+  await pipeline(bigBlob(BIG, 'bench-big').stream(), createWriteStream(join(nginxRoot, 'big.bin'), { mode: 0o644 }));
+  chmodSync(nginxRoot, 0o755); // nginx workers run unprivileged
+  return { bigDigest: big.digest, smallDigest: small.layers[0]!.digest };
 }
-
-const gibPerSecond = (bytes: number, ms: number): string => (bytes / GiB / (ms / 1000)).toFixed(2);
 
 async function main(): Promise<void> {
-  const registry = await startRegistry();
-  const mirrors: MirrorProcess[] = [];
+  const started = Date.now();
+  log('building Stevedore (npm run build), so the benchmark runs what production runs…');
+  execFileSync('npm', ['run', '--silent', 'build'], { stdio: 'inherit' });
+  const origin = await startRegistry();
+  const nginxRoot = mkdtempSync(join(tmpdir(), 'bench-www-'));
+  let hub: HubProcess | undefined;
+  let peer: RegistryHandle | undefined;
+  let stevedore: MirrorProcess | undefined;
+  let nginx: Nginx | undefined;
+  const restart = async (): Promise<{ peer: RegistryHandle; stevedore: MirrorProcess }> => {
+    await peer?.stop();
+    await stevedore?.stop();
+    peer = await startPeer(hub!.url, USER, PASSWORD);
+    stevedore = await startStevedore(hub!.url, USER, PASSWORD);
+    return { peer, stevedore };
+  };
   try {
-    process.stderr.write(`seeding a ${SIZE} byte blob…\n`);
-    const blob = await pushBlob(registry.url, 'bench/big', { size: SIZE, seed: 'bench-big' });
-    const upstreams = [{ registry: 'docker.io', url: registry.url, timeouts: { body: '120s' } }];
-    const path = `/v2/bench/big/blobs/${blob.digest}`;
+    const { bigDigest, smallDigest } = await seed(origin, nginxRoot);
+    hub = await startHubProcess(origin.url, `${USER}:${PASSWORD}`);
+    nginx = await startNginx(nginxRoot);
+    const host = (url: string): string => url.replace('http://', '');
+    let servers = await restart();
+    const pids = (): Record<string, number> => ({ peer: servers.peer.pid, stevedore: servers.stevedore.pid });
 
-    const direct = await parallel(`${registry.url}${path}`, 1, blob.digest, true);
-    rows.push({ scenario: 'direct GET from the upstream (cold lower bound)', value: `${(direct / 1000).toFixed(2)} s`, detail: `${gibPerSecond(SIZE, direct)} GiB/s` });
-
-    const mirror = await startMirrorProcess({ port: await freePort(), upstreams });
-    mirrors.push(mirror);
-    const cold = await parallel(`${mirror.url}${path}`, 1, blob.digest, true);
-    rows.push({ scenario: 'cold GET through Stevedore', value: `${(cold / 1000).toFixed(2)} s`, detail: `${(cold / direct).toFixed(2)}× the direct GET` });
-
-    for (const n of [1, 8]) {
-      const warm = await parallel(`${mirror.url}${path}`, n, blob.digest, false);
-      rows.push({ scenario: `warm GET, ${n} parallel stream${n > 1 ? 's' : ''}`, value: `${gibPerSecond(SIZE * n, warm)} GiB/s`, detail: `${(warm / 1000).toFixed(2)} s for ${n} × ${(SIZE / GiB).toFixed(2)} GiB` });
+    // 1. Cold pulls, and the direct pull from the front as the lower bound.
+    for (const [label, ref, bytes] of [['60 MiB image', 'library/app60:v1', 60 * MiB], [`${mib(BIG)} MiB image`, 'library/big:v1', BIG]] as const) {
+      log(`cold pull: ${label}`);
+      const direct = await delta(hub, () => skopeoPull(host(hub!.url), ref, `${USER}:${PASSWORD}`));
+      const viaPeer = await peakRss(pids(), () => delta(hub!, () => skopeoPull(host(servers.peer.url), ref)));
+      const viaUs = await peakRss(pids(), () => delta(hub!, () => skopeoPull(host(servers.stevedore.url), ref)));
+      const p = viaPeer.value;
+      const s = viaUs.value;
+      rows.push({ scenario: `cold pull, ${label}`, metric: 'wall time (s)', peer: secs(p.ms), stevedore: secs(s.ms), ratio: better(p.ms, s.ms), reference: `direct ${secs(direct.ms)} s; Stevedore ${(s.ms / direct.ms).toFixed(2)}× direct` });
+      rows.push({ scenario: `cold pull, ${label}`, metric: 'upstream blob GETs', peer: p.counts.blobGet, stevedore: s.counts.blobGet, ratio: better(p.counts.blobGet, s.counts.blobGet), reference: `direct ${direct.counts.blobGet}` });
+      rows.push({ scenario: `cold pull, ${label}`, metric: 'upstream MiB', peer: mib(p.counts.bytesServed), stevedore: mib(s.counts.bytesServed), ratio: better(p.counts.bytesServed, s.counts.bytesServed), reference: `image ≈ ${mib(bytes)} MiB` });
+      rows.push({ scenario: `cold pull, ${label}`, metric: 'tokens fetched', peer: p.counts.tokens, stevedore: s.counts.tokens, ratio: better(p.counts.tokens, s.counts.tokens), reference: `direct ${direct.counts.tokens}` });
+      rows.push({ scenario: `cold pull, ${label}`, metric: 'peak RSS (MiB)', peer: viaPeer.peaks.peer!, stevedore: viaUs.peaks.stevedore!, ratio: better(viaPeer.peaks.peer!, viaUs.peaks.stevedore!) });
     }
-    rows.push({ scenario: 'peak RSS of Stevedore after the scenarios above', value: `${peakRssMiB(mirror.pid)} MiB`, detail: '' });
 
-    const fanIn = await startMirrorProcess({ port: await freePort(), upstreams });
-    mirrors.push(fanIn);
-    const rssBefore = peakRssMiB(fanIn.pid);
-    const sixteen = await parallel(`${fanIn.url}${path}`, 16, blob.digest, false);
-    rows.push({ scenario: '16 concurrent cold GETs, fresh cache', value: `${(sixteen / 1000).toFixed(2)} s`, detail: `${(sixteen / cold).toFixed(2)}× one cold GET` });
-    rows.push({ scenario: 'peak RSS during 16 concurrent cold GETs', value: `${peakRssMiB(fanIn.pid)} MiB`, detail: `${rssBefore} MiB after start-up` });
-    const fills = fanIn.logs().split('\n').filter((l) => l.includes('"blob cached"')).length;
-    rows.push({ scenario: 'upstream fills for those 16 GETs', value: String(fills), detail: 'one fill is one upstream GET' });
+    // 4. Warm pull of the same image: wall time and upstream requests.
+    log('warm pull');
+    const warmPeer = await delta(hub, () => skopeoPull(host(servers.peer.url), 'library/app60:v1'));
+    const warmUs = await delta(hub, () => skopeoPull(host(servers.stevedore.url), 'library/app60:v1'));
+    const upstreamRequests = (c: typeof warmPeer.counts): number => c.blobGet + c.blobHead + c.manifestGet + c.manifestHead;
+    rows.push({ scenario: 'warm pull, 60 MiB image', metric: 'wall time (s)', peer: secs(warmPeer.ms), stevedore: secs(warmUs.ms), ratio: better(warmPeer.ms, warmUs.ms) });
+    rows.push({ scenario: 'warm pull, 60 MiB image', metric: 'upstream requests', peer: upstreamRequests(warmPeer.counts), stevedore: upstreamRequests(warmUs.counts), ratio: better(upstreamRequests(warmPeer.counts), upstreamRequests(warmUs.counts)) });
+
+    // 5. Hot metadata with autocannon (64 connections).
+    const manifestHeaders = { accept: `${MediaTypes.dockerManifest}, ${MediaTypes.ociManifest}` };
+    for (const [label, path, method, headers] of [
+      ['manifest GET by tag', '/v2/library/app60/manifests/v1', 'GET', manifestHeaders],
+      ['blob HEAD', `/v2/small/img0/blobs/${smallDigest}`, 'HEAD', {}],
+    ] as const) {
+      log(`hot metadata: ${label}`);
+      await skopeoPull(host(servers.stevedore.url), 'small/img0:v1');
+      await skopeoPull(host(servers.peer.url), 'small/img0:v1');
+      const p = await peakRss(pids(), () => hotLoad(`${servers.peer.url}${path}`, method, headers, 8));
+      const s = await peakRss(pids(), () => hotLoad(`${servers.stevedore.url}${path}`, method, headers, 8));
+      rows.push({ scenario: `hot ${label}`, metric: 'req/s', peer: p.value.requestsPerSecond, stevedore: s.value.requestsPerSecond, ratio: better(s.value.requestsPerSecond, p.value.requestsPerSecond), reference: `errors: peer ${p.value.errors}, Stevedore ${s.value.errors}` });
+      rows.push({ scenario: `hot ${label}`, metric: 'p50 / p99 (ms)', peer: `${p.value.p50} / ${p.value.p99}`, stevedore: `${s.value.p50} / ${s.value.p99}` });
+    }
+
+    // 2. Fan-in: N concurrent cold pulls of the big layer, fresh caches each time.
+    for (const n of [8, 32]) {
+      log(`fan-in: ${n} concurrent cold pulls of the big layer`);
+      servers = await restart();
+      const blobPath = `/v2/library/big/blobs/${bigDigest}`;
+      // Warm the manifest and token paths so only the layer is measured.
+      await skopeoPull(host(servers.peer.url), 'library/multi:latest').catch(() => undefined);
+      const p = await peakRss(pids(), () => delta(hub!, () => parallelGets(`${servers.peer.url}${blobPath}`, n, BIG)));
+      const s = await peakRss(pids(), () => delta(hub!, () => parallelGets(`${servers.stevedore.url}${blobPath}`, n, BIG)));
+      rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'wall time (s)', peer: secs(p.value.ms), stevedore: secs(s.value.ms), ratio: better(p.value.ms, s.value.ms) });
+      rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'upstream GETs of the layer', peer: p.value.counts.blobGet, stevedore: s.value.counts.blobGet, ratio: better(p.value.counts.blobGet, s.value.counts.blobGet) });
+      rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'upstream MiB', peer: mib(p.value.counts.bytesServed), stevedore: mib(s.value.counts.bytesServed), ratio: better(p.value.counts.bytesServed, s.value.counts.bytesServed) });
+      rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'peak RSS (MiB)', peer: p.peaks.peer!, stevedore: s.peaks.stevedore!, ratio: better(p.peaks.peer!, s.peaks.stevedore!) });
+    }
+
+    // 3. Warm blob throughput against the ceiling of nginx serving the file.
+    for (const n of [1, 8]) {
+      log(`warm throughput, ${n} stream(s)`);
+      const blobPath = `/v2/library/big/blobs/${bigDigest}`;
+      const p = await peakRss(pids(), () => parallelGets(`${servers.peer.url}${blobPath}`, n, BIG));
+      const s = await peakRss(pids(), () => parallelGets(`${servers.stevedore.url}${blobPath}`, n, BIG));
+      const ng = await parallelGets(`${nginx.url}/big.bin`, n, BIG);
+      rows.push({ scenario: `warm blob, ${n} stream${n > 1 ? 's' : ''}`, metric: 'GiB/s', peer: gibps(BIG * n, p.value), stevedore: gibps(BIG * n, s.value), ratio: better(p.value, s.value), reference: `nginx ${gibps(BIG * n, ng)} GiB/s` });
+      rows.push({ scenario: `warm blob, ${n} stream${n > 1 ? 's' : ''}`, metric: 'peak RSS (MiB)', peer: p.peaks.peer!, stevedore: s.peaks.stevedore!, ratio: better(p.peaks.peer!, s.peaks.stevedore!) });
+    }
   } finally {
-    for (const m of mirrors) await m.stop();
-    await registry.stop();
+    await stevedore?.stop();
+    await peer?.stop();
+    await nginx?.stop();
+    await hub?.stop();
+    await origin.stop();
+    rmSync(nginxRoot, { recursive: true, force: true });
+    cleanupScratch();
   }
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / GiB)} GiB RAM, Node ${process.version}`;
-  const table = ['| scenario | result | detail |', '|---|---|---|', ...rows.map((r) => `| ${r.scenario} | ${r.value} | ${r.detail} |`)].join('\n');
-  process.stdout.write(`\nBlob of ${(SIZE / GiB).toFixed(2)} GiB on ${machine}\n\n${table}\n`);
+  const table = [
+    '| scenario | metric | distribution proxy | Stevedore | Stevedore advantage | reference |',
+    '|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.scenario} | ${r.metric} | ${r.peer} | ${r.stevedore} | ${r.ratio ?? ''} | ${r.reference ?? ''} |`),
+  ].join('\n');
+  process.stdout.write(`\n${machine}; big layer ${mib(BIG)} MiB; run took ${Math.round((Date.now() - started) / 1000)} s\n\n${table}\n`);
   mkdirSync('bench-results', { recursive: true });
-  results.machine = machine;
-  results.rows = rows;
-  writeFileSync(`bench-results/core-${new Date().toISOString().replace(/[:.]/g, '-')}.json`, JSON.stringify(results, null, 2));
+  writeFileSync(`bench-results/bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`, JSON.stringify({ machine, bigBytes: BIG, rows }, null, 2));
 }
 
 main().catch((err: unknown) => {

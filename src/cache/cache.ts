@@ -15,7 +15,7 @@ import { CorruptBlobError, VerifyingStream } from './verifying-stream.js';
 
 export { CorruptBlobError };
 
-const READ_CHUNK = 256 * 1024;
+const READ_CHUNK = 1024 * 1024;
 
 export interface CacheOptions {
   dir: string;

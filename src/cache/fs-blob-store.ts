@@ -7,7 +7,7 @@ import type { Digest } from '../oci/digest.js';
 import { BlobFill } from './blob-fill.js';
 import type { BlobStore, ByteRange } from './blob-store.js';
 
-const READ_CHUNK = 256 * 1024;
+const READ_CHUNK = 1024 * 1024;
 
 /** Blobs as files under `blobs/<alg>/<2 hex>/<hex>`; fills under `tmp/`. */
 export class FsBlobStore implements BlobStore {
