@@ -92,7 +92,14 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   const instanceId = instanceIdFor(config);
   const tokens = new TokenCache();
   const metrics = new Metrics();
-  metrics.onMinute = (minute, counts) => cache.stats.add(minute, counts);
+  metrics.onMinute = (minute, counts) => {
+    try {
+      cache.stats.add(minute, counts);
+    } catch (err) {
+      log.error({ err }, 'could not store the statistics of a minute');
+    }
+  };
+  cache.access.onError = (err) => log.error({ err }, 'could not store access times');
   const upstreams = buildUpstreams(config, tokens, log, metrics);
   const resolver = new UpstreamResolver(upstreams, config.defaultRegistry);
   const mirror = new Mirror(
@@ -115,7 +122,13 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   const probes = startHealthProbes(resolver.registries(), { intervalMs: options.background ? config.health.probeInterval : 2 ** 31 - 1, timeoutMs: config.health.probeTimeout }, log);
   const schedule = options.background ? scheduleWarmups(config.warmup, warmups, log) : { jobs: [], stop: () => undefined };
   collectLiveState(metrics, { cache, mirror, sweeper });
-  const pruneStats = setInterval(() => cache.stats.prune(Date.now() - STATS_KEEP_MS), 3_600_000);
+  const pruneStats = setInterval(() => {
+    try {
+      cache.stats.prune(Date.now() - STATS_KEEP_MS);
+    } catch (err) {
+      log.error({ err }, 'could not prune statistics');
+    }
+  }, 3_600_000);
   pruneStats.unref();
 
   let closing: Promise<void> | undefined;
@@ -184,8 +197,9 @@ export async function startStevedore(config: Config, log: Logger): Promise<Steve
         server.close(() => resolve());
         server.closeIdleConnections();
       });
-      await core.close();
+      // Downloads in flight finish (the CLI bounds the wait) before the index closes.
       await closed;
+      await core.close();
       release();
     })());
   return { ...core, server, url, close };

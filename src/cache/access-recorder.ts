@@ -8,8 +8,17 @@ export class AccessRecorder {
   private pending = new Map<string, AccessUpdate>();
   private readonly timer: NodeJS.Timeout;
 
+  /** Told when a batch cannot be written (a full disk, say); the batch is dropped, serving goes on. */
+  onError: ((err: unknown) => void) | undefined;
+
   constructor(private readonly index: CacheIndex, intervalMs: number) {
-    this.timer = setInterval(() => this.flush(), Math.max(intervalMs, 100));
+    this.timer = setInterval(() => {
+      try {
+        this.flush();
+      } catch (err) {
+        this.onError?.(err);
+      }
+    }, Math.max(intervalMs, 100));
     this.timer.unref();
   }
 

@@ -22,6 +22,14 @@ export class SizeMismatchError extends Error {
   }
 }
 
+/** A fill that can take no new reader; the client should retry. */
+export class FillUnavailableError extends Error {
+  constructor(readonly digest: string, reason: string) {
+    super(`cannot join the fill of ${digest}: ${reason}`);
+    this.name = 'FillUnavailableError';
+  }
+}
+
 /** The disk filled up: the blob was streamed to its clients but not cached. */
 export class NotCachedError extends Error {
   constructor(readonly digest: string) {
@@ -32,6 +40,8 @@ export class NotCachedError extends Error {
 
 /** Bytes kept in memory per fill once the disk is full, for clients to catch up on. */
 const SPILL_LIMIT = 32 * 1024 * 1024;
+/** How long the fill waits for its slowest reader before dropping it. */
+const STALL_MS = 60_000;
 
 interface Spill {
   /** Offset of the first byte in `chunks`. */
@@ -156,12 +166,25 @@ export class BlobFill extends EventEmitter {
     if (this.readers.size === 0) throw Object.assign(new Error(`cache disk full and no client is reading ${this.digest.value}`), { code: 'ENOSPC' });
     spill.chunks.push(...chunks);
     spill.bytes += length;
-    // Backpressure: wait for the slowest reader, bounded by the upstream's own body timeout.
+    // Backpressure: wait for the slowest reader; one that stalls is dropped (its client retries).
     for (let round = 0; spill.bytes > SPILL_LIMIT && this.readers.size > 0 && round < 100_000; round++) {
       this.trimSpill();
       if (spill.bytes <= SPILL_LIMIT) break;
-      await new Promise<void>((resolve) => this.once('advance', resolve));
+      const moved = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), STALL_MS);
+        this.once('advance', () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      });
+      if (!moved) this.dropSlowestReader();
     }
+  }
+
+  private dropSlowestReader(): void {
+    let slowest: GrowingReader | undefined;
+    for (const reader of this.readers) if (!slowest || reader.position < slowest.position) slowest = reader;
+    slowest?.destroy(new Error(`client stalled while ${this.digest.value} streamed past a full cache disk`));
   }
 
   private trimSpill(): void {
@@ -255,8 +278,9 @@ export class BlobFill extends EventEmitter {
 
   /** A reader of bytes [start, end] (inclusive; end defaults to the last byte). */
   createReader(start = 0, end?: number): GrowingReader {
-    if (this.readHandleClosed) throw new Error(`fill of ${this.digest.value} is no longer readable`);
-    if (this.spill && start >= this.diskBytes && start < this.spill.base) throw new Error(`bytes at ${start} of ${this.digest.value} are no longer available`);
+    if (this.readHandleClosed) throw new FillUnavailableError(this.digest.value, 'the fill is over');
+    // Once spilling, bytes are dropped as readers pass them: a newcomer could never catch up.
+    if (this.spill) throw new FillUnavailableError(this.digest.value, 'the cache disk is full and the blob is streaming uncached');
     const reader: GrowingReader = new GrowingReader(this, this.files.readHandle, start, end, () => {
       this.readers.delete(reader);
       this.advanced();

@@ -100,7 +100,10 @@ export class Cache {
       this.forget(digest);
       throw new CacheMissError(digest.value, (err as NodeJS.ErrnoException).code ?? 'cannot open');
     }
-    const { size } = await handle.stat();
+    const { size } = await handle.stat().catch(async (err: unknown) => {
+      await handle.close();
+      throw err;
+    });
     if (size !== expectedSize) {
       await handle.close();
       await this.quarantine(digest, `file is ${size} bytes, index says ${expectedSize}`);
@@ -113,7 +116,7 @@ export class Cache {
     if (range || this.verified.has(digest.value)) return file;
     const verifier = new VerifyingStream(digest, expectedSize, (ok) => {
       if (ok) this.verified.add(digest.value);
-      else void this.quarantine(digest, 'content does not match its digest');
+      else this.quarantine(digest, 'content does not match its digest').catch(() => undefined);
     });
     file.on('error', (err) => verifier.destroy(err));
     verifier.once('close', () => file.destroy());

@@ -60,7 +60,9 @@ export class GrowingReader extends Readable {
           this.push(null);
           return;
         }
-        const available = Math.min(this.fill.readableLimit, last + 1) - this.position;
+        // A bounded range of an unverified blob holds back its own last byte too: no complete 206 of unchecked bytes.
+        const rangeCap = this.end !== undefined && !this.fill.verified ? this.end : last + 1;
+        const available = Math.min(this.fill.readableLimit, rangeCap) - this.position;
         if (available <= 0) {
           this.park();
           return;

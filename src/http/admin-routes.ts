@@ -93,7 +93,7 @@ export function adminRoutes(core: AdminDeps, token: string): Router {
     if (platforms !== 'all' && !(Array.isArray(platforms) && platforms.every((p) => typeof p === 'string' && /^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/.test(p)))) {
       throw badRequest('"platforms" must be "all" or a list such as ["linux/arm64"]');
     }
-    const { id } = core.warmups.start({
+    const { id, done } = core.warmups.start({
       name: configured?.name ?? (typeof body.name === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(body.name) ? body.name : 'on-demand'),
       images,
       platforms: platforms as 'all' | string[],
@@ -101,6 +101,7 @@ export function adminRoutes(core: AdminDeps, token: string): Router {
       concurrency: configured?.concurrency ?? 4,
       trigger: 'api',
     });
+    done.catch(() => undefined); // the run records its own failure
     ctx.status = 202;
     ctx.body = { id, status: `/api/jobs/${id}` };
   });

@@ -12,7 +12,7 @@ export function errorHandler(log: Logger) {
       if (error.status >= 500 && !isRegistryError(err)) {
         log.error({ err, method: ctx.method, path: ctx.path.slice(0, 300) }, 'unexpected error');
       }
-      ctx.state.error = error.detail ?? error.message;
+      ctx.state.error = error.logDetail ?? error.detail ?? error.message;
       if (error.outcome) ctx.state.cache = error.outcome;
       if (ctx.headerSent) return;
       ctx.status = error.status;

@@ -17,6 +17,15 @@ export interface RequestLogFields {
   user?: string;
 }
 
+/** Route labels come from a fixed set: a label per unknown path would let anyone grow /metrics. */
+function fixedRoute(path: string): string {
+  if (path.startsWith('/v2')) return 'v2';
+  if (path.startsWith('/api/')) return 'api';
+  if (path === '/' || path.startsWith('/ui')) return 'ui';
+  if (path === '/metrics' || path === '/healthz') return path.slice(1);
+  return 'other';
+}
+
 const SERVED_ROUTES: Record<string, 'manifest' | 'blob'> = { manifests: 'manifest', blobs: 'blob' };
 
 /**
@@ -35,7 +44,7 @@ export function requestLog(log: Logger, metrics: Metrics, audit: Logger | undefi
       const fields = ctx.state as RequestLogFields;
       const ms = performance.now() - started;
       const finished = ctx.res.writableFinished;
-      const route = fields.route ?? (ctx.path.startsWith('/api/') ? 'api' : ctx.path.startsWith('/ui') || ctx.path === '/' ? 'ui' : ctx.path.slice(1, 20) || 'other');
+      const route = fields.route ?? fixedRoute(ctx.path);
       metrics.recordRequest(route, ctx.method, ctx.status, ms / 1000);
       const kind = fields.route ? SERVED_ROUTES[fields.route] : undefined;
       const body = finished && ctx.method === 'GET' ? Number(ctx.response.get('Content-Length')) || 0 : 0;

@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import Router from '@koa/router';
 import { digestInvalid, loopDetected, nameInvalid, routeUnknown, unsupported } from '../oci/errors.js';
 import { VIA_HEADER } from '../oci/headers.js';
-import { parseAccept } from '../oci/media-types.js';
+import { manifestAccept, parseAccept } from '../oci/media-types.js';
 import { validateTag } from '../oci/reference.js';
 import type { Mirror, Target } from '../mirror/mirror.js';
 import { requestedRange } from './range.js';
@@ -10,7 +10,12 @@ import type { RequestLogFields } from './request-log.js';
 
 /** More hops than any sane mirror tree; longer chains are cut. */
 const MAX_VIA = 16;
-const API_VERSION = { 'Docker-Distribution-API-Version': 'registry/2.0' };
+const API_VERSION = {
+  'Docker-Distribution-API-Version': 'registry/2.0',
+  // Registry content is never a page: no sniffing, no scripts, even if an upstream lies about a type.
+  'X-Content-Type-Options': 'nosniff',
+  'Content-Security-Policy': "default-src 'none'; sandbox",
+};
 /** `/v2/<name>/<kind>/<reference>`; the name is greedy, so it may contain `/manifests/`. */
 const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|tags|referrers)\/([^/]+)$/;
 
@@ -71,7 +76,7 @@ async function serveManifest(ctx: Context, mirror: Mirror, target: Target, refer
   const log = ctx.state as RequestLogFields;
   log.reference = reference;
   if (!reference.includes(':')) validateTag(reference);
-  const answer = await mirror.manifest(target, reference, parseAccept(ctx.headers.accept), head);
+  const answer = await mirror.manifest(target, reference, manifestAccept(parseAccept(ctx.headers.accept)), head);
   log.cache = answer.cache;
   log.digest = answer.digest;
   ctx.status = 200;
@@ -107,7 +112,7 @@ async function serveTags(ctx: Context, mirror: Mirror, target: Target, clientNam
   const page = await mirror.tags(target, singleQuery(ctx, 'n'), singleQuery(ctx, 'last'));
   ctx.status = 200;
   ctx.body = page.body;
-  ctx.type = page.contentType ?? 'application/json';
+  ctx.type = 'application/json';
   if (page.nextQuery !== undefined) {
     // Point the next page at this mirror, under the name the client used.
     const next = new URLSearchParams(page.nextQuery);
@@ -121,7 +126,7 @@ async function serveReferrers(ctx: Context, mirror: Mirror, target: Target, dige
   const page = await mirror.referrers(target, digest, singleQuery(ctx, 'artifactType'));
   ctx.status = 200;
   ctx.body = page.body;
-  ctx.type = page.contentType ?? 'application/vnd.oci.image.index.v1+json';
+  ctx.type = 'application/vnd.oci.image.index.v1+json';
   ctx.set(page.headers);
 }
 

@@ -79,8 +79,11 @@ export class BlobFills {
       throw err;
     }
     this.drive(fill, upstream, source)
-      .finally(release)
-      .finally(done);
+      .catch((err: unknown) => this.log.error({ err, digest: digest.value }, 'blob fill bookkeeping failed'))
+      .finally(() => {
+        release();
+        done();
+      });
     return fill;
   }
 
@@ -93,7 +96,11 @@ export class BlobFills {
     const maxResumes = source.upstream.endpoints.length + 1;
     const counted = { bytes: 0 };
     const count = (): void => {
-      this.events.upstreamBytes(source.registry, fill.written - counted.bytes);
+      try {
+        this.events.upstreamBytes(source.registry, fill.written - counted.bytes);
+      } catch {
+        // metrics must never fail a fill
+      }
       counted.bytes = fill.written;
     };
     try {

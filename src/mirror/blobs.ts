@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { BlobFill } from '../cache/blob-fill.js';
+import { FillUnavailableError, type BlobFill } from '../cache/blob-fill.js';
 import type { ByteRange } from '../cache/blob-store.js';
 import { CacheMissError, type Cache } from '../cache/cache.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
@@ -37,7 +37,8 @@ export class BlobService {
       if (size !== undefined) return { digest: digest.value, size, cache: 'pass', open: () => Promise.reject(new Error('HEAD has no body')) };
     }
     const { fill, shared } = await this.joinFill(target, digest);
-    return { digest: digest.value, size: fill.size ?? fill.written, cache: shared ? 'coalesced' : 'miss', open: async (range) => this.readFill(fill, digest, range) };
+    if (fill.state === 'failed') throw unavailable(`fetching ${digest.value} from upstream failed: ${fill.error?.message ?? 'unknown error'}`);
+    return { digest: digest.value, size: fill.size ?? fill.written, cache: shared ? 'coalesced' : 'miss', open: async (range) => this.readFill(target, fill, digest, range) };
   }
 
   /** Makes sure a blob is cached, without reading it (warm-up); tells whether it had to be fetched. */
@@ -58,7 +59,7 @@ export class BlobService {
       if (!(err instanceof CacheMissError)) throw err;
       const { fill } = await this.joinFill(target, digest);
       if (fill.size !== size) throw unavailable(`${digest.value} changed size upstream (${fill.size ?? 'unknown'} ≠ ${size})`);
-      return this.readFill(fill, digest, range);
+      return this.readFill(target, fill, digest, range);
     }
   }
 
@@ -70,9 +71,14 @@ export class BlobService {
     return { fill, shared };
   }
 
-  private readFill(fill: BlobFill, digest: Digest, range?: ByteRange): Readable | Promise<Readable> {
-    if (fill.state === 'committed') return this.cache.openBlob(digest, fill.written, range);
+  private readFill(target: Target, fill: BlobFill, digest: Digest, range?: ByteRange): Readable | Promise<Readable> {
+    if (fill.state === 'committed') return this.openCached(target, digest, fill.written, range);
     if (fill.state === 'failed') throw unavailable(`fetching ${digest.value} from upstream failed: ${fill.error?.message ?? 'unknown error'}`);
-    return fill.createReader(range?.start, range?.end);
+    try {
+      return fill.createReader(range?.start, range?.end);
+    } catch (err) {
+      if (err instanceof FillUnavailableError) throw unavailable(err.message);
+      throw err;
+    }
   }
 }

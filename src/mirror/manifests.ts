@@ -145,6 +145,9 @@ export class ManifestService {
     const fetched = await target.upstream.fetchManifest(target.repo, reference, accept, this.policy.maxManifestBytes, target.via);
     this.events.upstreamBytes(target.registry, fetched.bytes.length);
     const mediaType = manifestMediaType(fetched.bytes, fetched.contentType);
+    if (!MANIFEST_MEDIA_TYPES.includes(mediaType)) {
+      throw badGateway(`upstream ${target.registry} sent ${target.repo}:${reference} as "${mediaType.slice(0, 100)}", which is not a manifest type`);
+    }
     // Some registries answer an Accept they cannot meet with another type
     // (distribution converts to schema 1): never pass that on.
     if (!isAccepted(mediaType, accept)) {

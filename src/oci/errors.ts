@@ -5,6 +5,8 @@
 export class RegistryError extends Error {
   /** How the mirror answered, for logs and metrics (for example `notfound_cached`). */
   outcome: string | undefined;
+  /** Detail for the mirror's own log only, never sent to the client. */
+  logDetail: string | undefined;
 
   constructor(
     readonly status: number,
@@ -30,6 +32,12 @@ export function withOutcome(error: RegistryError, outcome: string): RegistryErro
   const copy = new RegistryError(error.status, error.code, error.message, error.detail, error.headers);
   copy.outcome = outcome;
   return copy;
+}
+
+/** Attaches detail meant for the operator's log, not for the client. */
+export function withLogDetail(error: RegistryError, detail: string): RegistryError {
+  error.logDetail = detail;
+  return error;
 }
 
 export const isRegistryError = (err: unknown): err is RegistryError => err instanceof RegistryError;

@@ -30,6 +30,15 @@ export function parseAccept(header: string | string[] | undefined): string[] {
   return [...types].sort();
 }
 
+/**
+ * The part of an Accept list that matters for manifests: the known manifest
+ * types, and a wildcard. It keys the tag cache, so clients cannot mint keys.
+ */
+export function manifestAccept(accepted: readonly string[]): string[] {
+  const known = accepted.filter((type) => MANIFEST_MEDIA_TYPES.includes(type) || type === '*/*');
+  return known.length === accepted.length ? [...accepted] : known;
+}
+
 /** Whether a response of `mediaType` is acceptable to a client that sent `accepted`. */
 export function isAccepted(mediaType: string, accepted: readonly string[]): boolean {
   if (accepted.length === 0) return true;

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Dispatcher } from 'undici';
 import { parseChallenges, type Challenge } from './challenge.js';
 import { TokenCache, type IssuedToken } from './token-cache.js';
@@ -22,13 +23,18 @@ export interface Credentials {
 export class EndpointAuth {
   private challenge: Challenge | undefined;
   private pinged: Promise<void> | undefined;
+  private readonly identity: string;
 
   constructor(
     private readonly dispatcher: Dispatcher,
     private readonly tokens: TokenCache,
     private readonly credentials: Credentials | undefined,
     private readonly timeoutMs: number,
-  ) {}
+  ) {
+    this.identity = credentials
+      ? `user:${createHash('sha256').update(`${credentials.username}\0${credentials.password}`).digest('hex').slice(0, 16)}`
+      : 'anonymous';
+  }
 
   /**
    * Like clients do, ping `/v2/` once to learn the endpoint's challenge, so that
@@ -82,8 +88,9 @@ export class EndpointAuth {
     return repo ? `repository:${repo}:pull` : (challenge.params.scope ?? '');
   }
 
+  /** Tokens are per identity too: an anonymous token must never stand in for a credentialed one, or the reverse. */
   private tokenKey(challenge: Challenge, repo: string | undefined): string {
-    return TokenCache.key(challenge.params.realm ?? '', challenge.params.service ?? '', this.scopeFor(challenge, repo));
+    return `${this.identity}\n${TokenCache.key(challenge.params.realm ?? '', challenge.params.service ?? '', this.scopeFor(challenge, repo))}`;
   }
 
   private token(challenge: Challenge, repo: string | undefined): Promise<string> {
@@ -117,7 +124,9 @@ export class EndpointAuth {
       await res.body.dump();
       throw new Error(`token endpoint ${url.origin}${url.pathname} answered ${res.statusCode} for scope "${scope}"`);
     }
-    const body = (await res.body.json()) as { token?: string; access_token?: string; expires_in?: number };
+    const text = await res.body.text();
+    if (text.length > 64 * 1024) throw new Error(`token endpoint ${url.origin}${url.pathname} sent an oversized answer`);
+    const body = JSON.parse(text) as { token?: string; access_token?: string; expires_in?: number };
     const token = body.token ?? body.access_token;
     if (!token) throw new Error(`token endpoint ${url.origin}${url.pathname} returned no token`);
     return { token, expiresInSeconds: typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 60 };

@@ -6,11 +6,12 @@ import {
   loopDetected,
   manifestUnknown,
   RegistryError,
-  tooLarge,
+  badGateway,
   tooManyRequests,
   unavailable,
 } from '../oci/errors.js';
 import { UpstreamAuthError } from './auth.js';
+import { withLogDetail } from '../oci/errors.js';
 import type { EndpointClient, ResponseHeaders, UpstreamRequest, UpstreamResponse } from './endpoint-client.js';
 import type { EndpointSnapshot } from './endpoint-state.js';
 import { retryAfterFromWindow } from './rate-limit.js';
@@ -100,7 +101,9 @@ export class UpstreamRegistry {
       } catch (err) {
         if (err instanceof UpstreamAuthError) {
           state.success();
-          throw denied(`upstream ${this.name}: ${err.message}`);
+          // The details (user, token service) go to the log, not to the client.
+          state.lastError = { message: err.message, at: Date.now() };
+          throw withLogDetail(denied(`upstream ${this.name} refused the mirror's credentials`), err.message);
         }
         if (req.signal?.aborted) {
           state.inconclusive();
@@ -146,7 +149,7 @@ export class UpstreamRegistry {
     const declared = contentLength(res.headers);
     if (declared !== undefined && declared > maxBytes) {
       discard(res.body);
-      throw tooLarge(`manifest ${repo}:${reference} is ${declared} bytes, over the ${maxBytes}-byte limit`);
+      throw badGateway(`upstream manifest ${repo}:${reference} is ${declared} bytes, over the ${maxBytes}-byte limit`);
     }
     const bytes = await readLimited(res.body, maxBytes, `manifest ${repo}:${reference}`);
     return { bytes, contentType: header(res.headers, 'content-type'), digest: header(res.headers, 'docker-content-digest') };
@@ -215,7 +218,7 @@ async function readLimited(body: Readable, maxBytes: number, what: string): Prom
     total += (chunk as Buffer).length;
     if (total > maxBytes) {
       discard(body);
-      throw tooLarge(`${what} is over the ${maxBytes}-byte limit`);
+      throw badGateway(`upstream ${what} is over the ${maxBytes}-byte limit`);
     }
     chunks.push(chunk as Buffer);
   }

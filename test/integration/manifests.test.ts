@@ -256,12 +256,13 @@ test('an unknown tag or blob upstream is a 404 with the spec error code', async 
   assert.equal(errorCode(blob), 'BLOB_UNKNOWN');
 });
 
-test('a manifest over the size limit is refused with SIZE_INVALID and not cached', async () => {
+test('an upstream manifest over the size limit is a 502, and nothing is cached', async () => {
   const small = await startMirror({ upstreams: [{ registry: 'docker.io', url: hub.url }], cache: { maxManifestSize: '200B' } });
   try {
     const res = await get(`${small.url}/v2/acme/app/manifests/v1`, { accept: ALL });
-    assert.equal(res.status, 413);
-    assert.equal(errorCode(res), 'SIZE_INVALID');
+    assert.equal(res.status, 502);
+    assert.equal(errorCode(res), 'UNAVAILABLE');
+    assert.match(String(json(res).errors?.[0]?.detail), /over the 200-byte limit/);
     assert.equal(small.stevedore.mirror.cache.index.totals().blobs, 0);
   } finally {
     await small.stop();

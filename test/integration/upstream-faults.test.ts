@@ -157,8 +157,10 @@ test('wrong credentials: a clear 403 that never shows the secret', async () => {
     const res = await get(`${m.url}/v2/acme/app/manifests/v1`, { accept: ALL });
     assert.equal(res.status, 403);
     assert.equal(errorOf(res)?.code, 'DENIED');
-    assert.match(String(errorOf(res)?.detail), /refused the credentials of user "alice"/);
+    assert.match(String(errorOf(res)?.detail), /refused the mirror's credentials/);
+    assert.ok(!res.body.toString().includes('alice'), 'not even the user name reaches the client');
     assert.ok(!res.body.toString().includes('wrong-s3cret-value'));
+    assert.ok(m.logs().some((l) => l.msg === 'request' && /refused the credentials of user "alice"/.test(String(l.error))), 'the operator sees who was refused');
     assert.ok(!m.rawLogs().includes('wrong-s3cret-value'), 'the password is not in the logs');
     assert.ok(!m.rawLogs().includes(Buffer.from('alice:wrong-s3cret-value').toString('base64')), 'nor its Basic encoding');
     assert.equal(endpointsOf(m)[0]!.state, 'up', 'bad credentials are not an outage');

@@ -63,3 +63,10 @@ test('Accept negotiation never returns an unlisted manifest type', () => {
   assert.ok(isAccepted('application/vnd.oci.image.index.v1+json', ['*/*']));
   assert.ok(isAccepted('application/vnd.oci.image.index.v1+json', ['application/json']));
 });
+
+test('Accept lists are reduced to manifest types, so clients cannot mint cache keys', async () => {
+  const { manifestAccept } = await import('../../src/oci/media-types.js');
+  assert.deepEqual(manifestAccept(['application/json', 'application/vnd.oci.image.manifest.v1+json', 'x/evil-1']), ['application/vnd.oci.image.manifest.v1+json']);
+  assert.deepEqual(manifestAccept(['*/*']), ['*/*']);
+  assert.deepEqual(manifestAccept(['application/json']), [], 'no manifest type named: not negotiating');
+});
