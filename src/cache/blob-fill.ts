@@ -4,6 +4,7 @@ import { Writable } from 'node:stream';
 import type { Hash } from 'node:crypto';
 import { createDigester, type Digest } from '../oci/digest.js';
 import { GrowingReader } from './growing-reader.js';
+import { SpillBuffer } from './spill-buffer.js';
 
 /** filling → verified (digest checked; readers may finish) → committed (durable and indexed), or failed. */
 export type FillState = 'filling' | 'verified' | 'committed' | 'failed';
@@ -43,13 +44,6 @@ const SPILL_LIMIT = 32 * 1024 * 1024;
 /** How long the fill waits for its slowest reader before dropping it. */
 const STALL_MS = 60_000;
 
-interface Spill {
-  /** Offset of the first byte in `chunks`. */
-  base: number;
-  chunks: Buffer[];
-  bytes: number;
-}
-
 export interface FillFiles {
   /** Handle the fill writes through. */
   writeHandle: FileHandle;
@@ -79,7 +73,7 @@ export class BlobFill extends EventEmitter {
   /** Bytes in the temp file; less than `written` once the disk filled up. */
   diskBytes = 0;
   /** Set when the disk filled up: the rest of the blob streams through memory, uncached. */
-  spill: Spill | undefined;
+  spill: SpillBuffer | undefined;
   /** Called once on a full disk, to make room before giving up on caching. */
   onDiskFull: (() => Promise<void>) | undefined;
 
@@ -153,7 +147,7 @@ export class BlobFill extends EventEmitter {
           continue;
         }
         // Still full: stream the rest to the clients without caching it.
-        this.spill = { base: this.diskBytes, chunks: [], bytes: 0 };
+        this.spill = new SpillBuffer(this.diskBytes);
         this.emit('spill');
         return;
       }
@@ -164,8 +158,7 @@ export class BlobFill extends EventEmitter {
   private async keepInMemory(chunks: Buffer[], length: number): Promise<void> {
     const spill = this.spill!;
     if (this.readers.size === 0) throw Object.assign(new Error(`cache disk full and no client is reading ${this.digest.value}`), { code: 'ENOSPC' });
-    spill.chunks.push(...chunks);
-    spill.bytes += length;
+    spill.push(chunks, length);
     // Backpressure: wait for the slowest reader; one that stalls is dropped (its client retries).
     for (let round = 0; spill.bytes > SPILL_LIMIT && this.readers.size > 0 && round < 100_000; round++) {
       this.trimSpill();
@@ -188,30 +181,14 @@ export class BlobFill extends EventEmitter {
   }
 
   private trimSpill(): void {
-    const spill = this.spill;
-    if (!spill) return;
     let slowest = Number.POSITIVE_INFINITY;
     for (const reader of this.readers) slowest = Math.min(slowest, reader.position);
-    while (spill.chunks.length > 0 && spill.base + spill.chunks[0]!.length <= slowest) {
-      const dropped = spill.chunks.shift()!;
-      spill.base += dropped.length;
-      spill.bytes -= dropped.length;
-    }
+    this.spill?.trim(slowest);
   }
 
   /** Spilled bytes at `position`, up to `max`; undefined when they were already dropped. */
   spilledAt(position: number, max: number): Buffer | undefined {
-    const spill = this.spill;
-    if (!spill || position < spill.base) return undefined;
-    let offset = spill.base;
-    for (const chunk of spill.chunks) {
-      if (position < offset + chunk.length) {
-        const start = position - offset;
-        return chunk.subarray(start, Math.min(chunk.length, start + max));
-      }
-      offset += chunk.length;
-    }
-    return Buffer.alloc(0);
+    return this.spill?.at(position, max);
   }
 
   /** A reader moved on: spilled bytes behind every reader can go. */
