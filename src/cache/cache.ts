@@ -1,4 +1,5 @@
 import { mkdir, open } from 'node:fs/promises';
+import { LRUCache } from 'lru-cache';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { digestOf, type Digest } from '../oci/digest.js';
@@ -54,6 +55,8 @@ export class Cache {
   private readonly leases = new Map<string, number>();
   /** Blobs hashed since this process started: first reads re-hash, later ones trust the file. */
   private readonly verified = new Set<string>();
+  /** Verified manifest bytes: a hot tag costs no file read and no hash. */
+  private readonly manifests = new LRUCache<string, Buffer>({ maxSize: 64 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
   /** Called after a commit, so a quota can be enforced promptly. */
   onGrow: (() => void) | undefined;
 
@@ -129,6 +132,11 @@ export class Cache {
 
   /** Reads a cached manifest and checks its digest (manifests are small). */
   async readManifest(digest: Digest): Promise<Buffer> {
+    const remembered = this.manifests.get(digest.value);
+    if (remembered) {
+      this.access.record(digest.value);
+      return remembered;
+    }
     let bytes: Buffer;
     try {
       bytes = await this.store.readSmall(digest);
@@ -140,6 +148,7 @@ export class Cache {
       await this.quarantine(digest, 'manifest does not match its digest');
       throw new CacheMissError(digest.value, 'damaged');
     }
+    this.manifests.set(digest.value, bytes);
     this.access.record(digest.value);
     return bytes;
   }
@@ -179,6 +188,7 @@ export class Cache {
     const record = this.index.getBlob(digest.value);
     this.index.removeBlob(digest.value);
     this.verified.delete(digest.value);
+    this.manifests.delete(digest.value);
     if (record) this.bytes -= record.size;
     await this.store.remove(digest);
     return true;
@@ -214,6 +224,7 @@ export class Cache {
 
   /** The index lost track of the file (missing on disk): drop the entry. */
   private forget(digest: Digest): void {
+    this.manifests.delete(digest.value);
     const record = this.index.getBlob(digest.value);
     if (!record) return;
     this.index.removeBlob(digest.value);
