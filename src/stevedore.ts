@@ -3,7 +3,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { Cache } from './cache/cache.js';
-import { claimCacheDir, runningServer } from './cache/server-lock.js';
+import { announceServer, claimCacheDir } from './cache/server-lock.js';
+import { mkdir } from 'node:fs/promises';
 import type { Config } from './config/schema.js';
 import { createApp } from './http/app.js';
 import { boundPort, listen, parseListen } from './http/server.js';
@@ -179,15 +180,25 @@ function collectLiveState(metrics: Metrics, parts: { cache: Cache; mirror: Mirro
 
 /** Builds the whole mirror from a validated config and starts listening. */
 export async function startStevedore(config: Config, log: Logger): Promise<Stevedore> {
-  const other = runningServer(config.cache.dir);
-  if (other && other.pid !== process.pid) throw new Error(`cache directory ${config.cache.dir} is already served by process ${other.pid} (${other.url})`);
-  const core = await buildCore(config, log, { owner: true, background: true });
+  await mkdir(config.cache.dir, { recursive: true });
+  const release = claimCacheDir(config.cache.dir, { pid: process.pid, url: '' });
+  let core: Core;
+  try {
+    core = await buildCore(config, log, { owner: true, background: true });
+  } catch (err) {
+    release();
+    throw err;
+  }
   const audit = config.auditLog ? createLogger('info', config.auditLog) : undefined;
   const app = createApp({ core, log, adminToken: config.admin.token, audit });
-  const server = await listen(app, parseListen(config.listen));
+  const server = await listen(app, parseListen(config.listen)).catch(async (err: unknown) => {
+    await core.close();
+    release();
+    throw err;
+  });
   const host = parseListen(config.listen).host;
   const url = `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${boundPort(server)}`;
-  const release = claimCacheDir(config.cache.dir, { pid: process.pid, url });
+  announceServer(config.cache.dir, { pid: process.pid, url });
   log.info({ url, instanceId: core.instanceId, cacheDir: config.cache.dir, upstreams: config.upstreams.map((u) => u.registry) }, 'stevedore listening');
 
   let closing: Promise<void> | undefined;

@@ -1,4 +1,4 @@
-import { mkdir, open } from 'node:fs/promises';
+import { mkdir, open, stat } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -103,7 +103,7 @@ export class Cache {
       this.forget(digest);
       throw new CacheMissError(digest.value, (err as NodeJS.ErrnoException).code ?? 'cannot open');
     }
-    const { size } = await handle.stat().catch(async (err: unknown) => {
+    const { size, ino } = await handle.stat().catch(async (err: unknown) => {
       await handle.close();
       throw err;
     });
@@ -119,7 +119,7 @@ export class Cache {
     if (range || this.verified.has(digest.value)) return file;
     const verifier = new VerifyingStream(digest, expectedSize, (ok) => {
       if (ok) this.verified.add(digest.value);
-      else this.quarantine(digest, 'content does not match its digest').catch(() => undefined);
+      else this.quarantineIfSame(digest, ino, 'content does not match its digest').catch(() => undefined);
     });
     file.on('error', (err) => verifier.destroy(err));
     verifier.once('close', () => file.destroy());
@@ -229,6 +229,12 @@ export class Cache {
     if (!record) return;
     this.index.removeBlob(digest.value);
     this.bytes -= record.size;
+  }
+
+  /** Quarantines only if the file is still the one that was read (a fresh good copy may have replaced it). */
+  private async quarantineIfSame(digest: Digest, ino: number, reason: string): Promise<void> {
+    const current = await stat(this.store.pathOf(digest)).catch(() => undefined);
+    if (current?.ino === ino) await this.quarantine(digest, reason);
   }
 
   /** A damaged file: out of the index and off the disk, so the next pull refetches it. */

@@ -2,7 +2,8 @@ import type { Config } from '../config/schema.js';
 import { Cache } from '../cache/cache.js';
 import type { JobRun } from '../cache/job-history.js';
 import type { SweepReport } from '../cache/eviction.js';
-import { runningServer } from '../cache/server-lock.js';
+import { mkdir } from 'node:fs/promises';
+import { claimCacheDir, runningServer } from '../cache/server-lock.js';
 import { verifyCache } from '../cache/verify.js';
 import type { WarmupProgress } from '../jobs/warmup.js';
 import { createLogger } from '../log.js';
@@ -21,12 +22,19 @@ function serverFor(config: Config): AdminClient | undefined {
   return server ? new AdminClient(server.url, config.admin.token) : undefined;
 }
 
+/** Opens the cache as its owner (no server runs), holding the directory's claim meanwhile. */
 async function withCore<T>(config: Config, work: (core: Awaited<ReturnType<typeof buildCore>>) => Promise<T>): Promise<T> {
-  const core = await buildCore(config, createLogger('warn', process.stderr), { owner: true, background: false });
+  await mkdir(config.cache.dir, { recursive: true });
+  const release = claimCacheDir(config.cache.dir, { pid: process.pid, url: '' });
   try {
-    return await work(core);
+    const core = await buildCore(config, createLogger('warn', process.stderr), { owner: true, background: false });
+    try {
+      return await work(core);
+    } finally {
+      await core.close();
+    }
   } finally {
-    await core.close();
+    release();
   }
 }
 

@@ -16,6 +16,8 @@ import type { Target } from './resolve.js';
  */
 export class BlobFills {
   private readonly active = new Map<string, Promise<BlobFill>>();
+  /** Which registry and repository each running fill came from. */
+  private readonly sources = new Map<string, { registry: string; repo: string }>();
   /** Called when a fill hits a full disk, to make room (an eviction sweep). */
   onDiskFull: (() => Promise<unknown>) | undefined;
 
@@ -46,14 +48,18 @@ export class BlobFills {
   }
 
   /** Joins the fill of `digest`, starting it from `source` if none runs. */
-  join(digest: Digest, source: Target): { fill: Promise<BlobFill>; shared: boolean } {
+  join(digest: Digest, source: Target): { fill: Promise<BlobFill>; shared: boolean; sameSource: boolean } {
     const existing = this.active.get(digest.value);
-    if (existing) return { fill: existing, shared: true };
+    if (existing) {
+      const from = this.sources.get(digest.value);
+      return { fill: existing, shared: true, sameSource: from?.registry === source.registry && from.repo === source.repo };
+    }
     const done = (): void => this.forget(digest, fill);
     const fill = this.start(digest, source, done);
     this.active.set(digest.value, fill);
+    this.sources.set(digest.value, { registry: source.registry, repo: source.repo });
     fill.catch(done);
-    return { fill, shared: false };
+    return { fill, shared: false, sameSource: true };
   }
 
   private async start(digest: Digest, source: Target, done: () => void): Promise<BlobFill> {
@@ -142,7 +148,9 @@ export class BlobFills {
   }
 
   private forget(digest: Digest, fill: Promise<BlobFill>): void {
-    if (this.active.get(digest.value) === fill) this.active.delete(digest.value);
+    if (this.active.get(digest.value) !== fill) return;
+    this.active.delete(digest.value);
+    this.sources.delete(digest.value);
   }
 }
 

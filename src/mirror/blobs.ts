@@ -63,9 +63,17 @@ export class BlobService {
     }
   }
 
-  private async joinFill(target: Target, digest: Digest): Promise<{ fill: BlobFill; shared: boolean }> {
-    const { fill: pending, shared } = this.fills.join(digest, target);
-    const fill = await pending;
+  private async joinFill(target: Target, digest: Digest, attempt = 0): Promise<{ fill: BlobFill; shared: boolean }> {
+    const { fill: pending, shared, sameSource } = this.fills.join(digest, target);
+    let fill: BlobFill;
+    try {
+      fill = await pending;
+    } catch (err) {
+      // A fill started through another repository or registry failed before any byte
+      // (a 404 or 403 there says nothing about ours): fetch through our own target.
+      if (!shared || sameSource || attempt > 0) throw err;
+      return this.joinFill(target, digest, attempt + 1);
+    }
     // Without a Content-Length upstream, the size is known only at the end.
     if (fill.size === undefined) await fill.settled();
     return { fill, shared };

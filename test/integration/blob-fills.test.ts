@@ -219,3 +219,16 @@ test('tokens are cached: many cold blobs of one repository cost one token', asyn
   assert.equal(hub.stats().tokens - tokens, 1);
   void bigBlob;
 });
+
+test('a follower is not failed by a fill that started through a repository without the blob', async () => {
+  const blob = await pushBlob(registry.url, 'acme/has', { size: 200_000, seed: 'only-in-has' });
+  hub.delayNext(1, 400, (r) => r.path.startsWith('/v2/acme/missing/blobs/'));
+  const wrong = get(`${mirror.url}/v2/acme/missing/blobs/${blob.digest}`);
+  await new Promise((r) => setTimeout(r, 100)); // the wrong fill is in flight; join it
+  const right = streamDigest(`${mirror.url}/v2/acme/has/blobs/${blob.digest}`);
+  const [w, r] = await Promise.all([wrong, right]);
+  assert.equal(w.status, 404);
+  assert.equal(json(w).errors?.[0]?.code, 'BLOB_UNKNOWN');
+  assert.equal(r.status, 200);
+  assert.equal(r.digest, blob.digest);
+});
