@@ -41,6 +41,8 @@ export class NotCachedError extends Error {
 
 /** Bytes kept in memory per fill once the disk is full, for clients to catch up on. */
 const SPILL_LIMIT = 32 * 1024 * 1024;
+/** The newest bytes of a fill kept in memory, so readers at the head need no disk read. */
+const RECENT_LIMIT = 8 * 1024 * 1024;
 /** How long the fill waits for its slowest reader before dropping it. */
 const STALL_MS = 60_000;
 
@@ -74,6 +76,7 @@ export class BlobFill extends EventEmitter {
   diskBytes = 0;
   /** Set when the disk filled up: the rest of the blob streams through memory, uncached. */
   spill: SpillBuffer | undefined;
+  private recent = new SpillBuffer(0);
   /** Called once on a full disk, to make room before giving up on caching. */
   onDiskFull: (() => Promise<void>) | undefined;
 
@@ -120,7 +123,12 @@ export class BlobFill extends EventEmitter {
       throw new SizeMismatchError(this.expectedSize, this.written + length);
     }
     if (!this.spill) await this.writeToDisk(chunks, length);
-    if (this.spill) await this.keepInMemory(chunks, length);
+    if (this.spill) {
+      await this.keepInMemory(chunks, length);
+    } else {
+      this.recent.push(chunks, length);
+      this.recent.keepLast(RECENT_LIMIT);
+    }
     for (const chunk of chunks) this.hash.update(chunk);
     this.written += length;
     this.emit('progress');
@@ -186,9 +194,9 @@ export class BlobFill extends EventEmitter {
     this.spill?.trim(slowest);
   }
 
-  /** Spilled bytes at `position`, up to `max`; undefined when they were already dropped. */
-  spilledAt(position: number, max: number): Buffer | undefined {
-    return this.spill?.at(position, max);
+  /** Bytes at `position` (up to `max`) held in memory; empty or undefined when they are not. */
+  inMemoryAt(position: number, max: number): Buffer | undefined {
+    return (this.spill ?? this.recent).at(position, max);
   }
 
   /** A reader moved on: spilled bytes behind every reader can go. */
@@ -234,6 +242,7 @@ export class BlobFill extends EventEmitter {
     await this.files.writeHandle.close();
     await this.files.publish();
     index();
+    this.recent = new SpillBuffer(this.written); // readers still going read the file
     this.state = 'committed';
     this.emit('progress');
     this.emit('settled');

@@ -67,19 +67,20 @@ export class GrowingReader extends Readable {
           this.park();
           return;
         }
-        let chunk: Buffer;
-        if (this.position < this.fill.diskBytes) {
-          const buffer = Buffer.allocUnsafe(Math.min(available, CHUNK, this.fill.diskBytes - this.position));
-          const { bytesRead } = await this.handle.read(buffer, 0, buffer.length, this.position);
-          chunk = bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
-        } else {
-          // The disk filled up: the rest streams from memory, uncached.
-          const spilled = this.fill.spilledAt(this.position, Math.min(available, CHUNK));
-          if (!spilled) {
+        const max = Math.min(available, CHUNK);
+        let chunk = this.fill.inMemoryAt(this.position, max);
+        if (chunk === undefined || chunk.length === 0) {
+          if (this.position < this.fill.diskBytes) {
+            const buffer = Buffer.allocUnsafe(Math.min(max, this.fill.diskBytes - this.position));
+            const { bytesRead } = await this.handle.read(buffer, 0, buffer.length, this.position);
+            chunk = bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
+          } else if (this.fill.spill) {
+            // The disk filled up and these bytes already left memory.
             this.destroy(new Error(`fell behind a fill that could not be cached (${this.fill.digest.value})`));
             return;
+          } else {
+            chunk = Buffer.alloc(0);
           }
-          chunk = Buffer.from(spilled); // a copy, so the fill may drop its buffer
         }
         if (this.destroyed) return;
         if (chunk.length === 0) {

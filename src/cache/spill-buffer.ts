@@ -1,6 +1,7 @@
 /**
- * The in-memory tail of a blob that no longer fits on the cache disk: bytes
- * from `base` on, kept until every reader has passed them.
+ * The in-memory tail of a blob being filled: bytes from `base` on. Readers at
+ * the head take them from here instead of re-reading the file; when the disk is
+ * full, it holds the rest of the blob until every reader has passed it.
  */
 export class SpillBuffer {
   private chunks: Buffer[] = [];
@@ -19,6 +20,15 @@ export class SpillBuffer {
   /** Drops whole chunks that lie before `slowest`, the position of the slowest reader. */
   trim(slowest: number): void {
     while (this.chunks.length > 0 && this.base + this.chunks[0]!.length <= slowest) {
+      const dropped = this.chunks.shift()!;
+      this.base += dropped.length;
+      this.bytes -= dropped.length;
+    }
+  }
+
+  /** Keeps only about the last `limit` bytes (whole chunks). */
+  keepLast(limit: number): void {
+    while (this.chunks.length > 1 && this.bytes - this.chunks[0]!.length >= limit) {
       const dropped = this.chunks.shift()!;
       this.base += dropped.length;
       this.bytes -= dropped.length;

@@ -42,6 +42,7 @@ before(async () => {
 
 after(async () => {
   await mirror?.stop();
+  if (mirror) rmSync(mirror.dir, { recursive: true, force: true }); // the restarted mirror reused the first one's directory
   await hub?.stop();
   await registry?.stop();
   rmSync(scratch, { recursive: true, force: true });

@@ -69,6 +69,7 @@ test('kill -9 in the middle of a fill: after a restart nothing partial is indexe
     await waitFor('the blob to be cached', () => existsSync(blobFile));
   } finally {
     await second.stop();
+    await first.stop(); // already gone; this removes its work directory
   }
 });
 
