@@ -143,6 +143,10 @@ function guard(token: string) {
 }
 
 async function readJson(ctx: Context): Promise<Record<string, unknown>> {
+  // A JSON content type cannot be sent cross-site without a CORS preflight, which we never grant.
+  if (!ctx.is('application/json')) throw new RegistryError(415, 'UNSUPPORTED', 'the admin API takes application/json', ctx.get('Content-Type') || 'no Content-Type');
+  const origin = ctx.get('Origin');
+  if (origin && origin !== `${ctx.protocol}://${ctx.host}`) throw denied(`cross-origin request from ${origin.slice(0, 100)} refused`);
   let text = '';
   for await (const chunk of ctx.req) {
     text += String(chunk);

@@ -116,6 +116,19 @@ test('after a miss, a hit, a coalesced pull and a stale serve, /metrics and /api
   assert.equal(images.images[0]!.bytes, manifestBytes, 'only the manifest of that image is cached so far');
 });
 
+test('the admin API takes JSON from its own origin only (no cross-site POSTs)', async () => {
+  const { request } = await import('undici');
+  const post = async (headers: Record<string, string>): Promise<number> => {
+    const res = await request(`${mirror.url}/api/gc`, { method: 'POST', headers, body: '{"dryRun":true}' });
+    await res.body.dump();
+    return res.statusCode;
+  };
+  assert.equal(await post({ 'content-type': 'text/plain' }), 415);
+  assert.equal(await post({ 'content-type': 'application/json', origin: 'http://evil.example' }), 403);
+  assert.equal(await post({ 'content-type': 'application/json', origin: mirror.url }), 200);
+  assert.equal(await post({ 'content-type': 'application/json' }), 200);
+});
+
 test('an audit line per pull, and no secret in the logs', async () => {
   await mirror.stevedore.close();
   const audit = readFileSync(auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { msg: string; repo: string; digest?: string; client: string });
