@@ -2,11 +2,9 @@ import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { BlobFill } from './blob-fill.js';
 
-/** Inclusive byte range, as in HTTP. */
-export interface ByteRange {
-  start: number;
-  end: number;
-}
+import type { ByteRange } from '../oci/byte-range.js';
+
+export type { ByteRange };
 
 /**
  * Where blob bytes live. The filesystem is the embedded implementation; an

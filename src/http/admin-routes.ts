@@ -1,7 +1,6 @@
 import type { Context, Next } from 'koa';
 import Router from '@koa/router';
 import { denied, RegistryError, unauthorized } from '../oci/errors.js';
-import type { Cache } from '../cache/cache.js';
 import type { CacheSweeper } from '../jobs/cache-sweeper.js';
 import type { ScheduledJob } from '../jobs/scheduler.js';
 import type { WarmupRunner } from '../jobs/warmup.js';
@@ -10,7 +9,14 @@ import type { Mirror } from '../mirror/mirror.js';
 
 /** What the admin API works with. */
 export interface AdminDeps {
-  cache: Pick<Cache, 'jobs' | 'stats' | 'catalog' | 'bytes' | 'index'>;
+  /** The cache's history, statistics and catalog (structural: http does not depend on cache/). */
+  cache: {
+    jobs: { list(limit: number): unknown[] };
+    stats: { totals(): StatsTotals; since(minute: number): (StatsTotals & { minute: number })[] };
+    catalog: { list(limit: number): unknown[] };
+    bytes: number;
+    index: { totals(): { blobs: number; bytes: number } };
+  };
   mirror: Pick<Mirror, 'upstreams'>;
   metrics: Metrics;
   warmups: WarmupRunner;
@@ -19,6 +25,16 @@ export interface AdminDeps {
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
+
+interface StatsTotals {
+  hits: number;
+  misses: number;
+  coalesced: number;
+  stale: number;
+  notFoundCached: number;
+  bytesFromCache: number;
+  bytesFromUpstream: number;
+}
 
 const MAX_BODY = 64 * 1024;
 const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1']);

@@ -1,5 +1,5 @@
 import parseRange from 'range-parser';
-import type { ByteRange } from '../cache/blob-store.js';
+import type { ByteRange } from '../oci/byte-range.js';
 import { rangeNotSatisfiable } from '../oci/errors.js';
 
 /**
