@@ -163,7 +163,7 @@ function collectLiveState(metrics: Metrics, parts: { cache: Cache; mirror: Mirro
       }
     }
     metrics.cacheBytes.set(cache.bytes);
-    metrics.cacheBlobs.set(cache.index.totals().blobs);
+    metrics.cacheBlobs.set(cache.blobs);
     metrics.cacheQuota.set(sweeper.policy.maxSize);
     metrics.evictions.set(sweeper.totals.removedBlobs);
     metrics.evictedBytes.set(sweeper.totals.removedBytes);

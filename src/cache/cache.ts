@@ -50,8 +50,9 @@ export class Cache {
   readonly jobs: JobHistory;
   readonly stats: StatsHistory;
   readonly catalog: Catalog;
-  /** Bytes of all indexed blobs, kept current without a SUM per request. */
+  /** Bytes and number of indexed blobs, kept current without a SUM or COUNT per request. */
   bytes: number;
+  blobs: number;
   private readonly leases = new Map<string, number>();
   /** Blobs hashed since this process started: first reads re-hash, later ones trust the file. */
   private readonly verified = new Set<string>();
@@ -70,7 +71,7 @@ export class Cache {
     this.jobs = new JobHistory(index.database);
     this.stats = new StatsHistory(index.database);
     this.catalog = new Catalog(index.database);
-    this.bytes = index.totals().bytes;
+    ({ bytes: this.bytes, blobs: this.blobs } = index.totals());
   }
 
   static async open(options: CacheOptions): Promise<Cache> {
@@ -189,7 +190,7 @@ export class Cache {
     this.index.removeBlob(digest.value);
     this.verified.delete(digest.value);
     this.manifests.delete(digest.value);
-    if (record) this.bytes -= record.size;
+    if (record) this.shrank(record.size);
     await this.store.remove(digest);
     return true;
   }
@@ -209,7 +210,13 @@ export class Cache {
 
   private grew(bytes: number): void {
     this.bytes += bytes;
+    this.blobs += 1;
     this.onGrow?.();
+  }
+
+  private shrank(bytes: number): void {
+    this.bytes -= bytes;
+    this.blobs -= 1;
   }
 
   private lease(digest: string): void {
@@ -228,7 +235,7 @@ export class Cache {
     const record = this.index.getBlob(digest.value);
     if (!record) return;
     this.index.removeBlob(digest.value);
-    this.bytes -= record.size;
+    this.shrank(record.size);
   }
 
   /** Quarantines only if the file is still the one that was read (a fresh good copy may have replaced it). */

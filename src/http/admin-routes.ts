@@ -4,7 +4,7 @@ import { denied, RegistryError, unauthorized } from '../oci/errors.js';
 import type { CacheSweeper } from '../jobs/cache-sweeper.js';
 import type { ScheduledJob } from '../jobs/scheduler.js';
 import type { WarmupRunner } from '../jobs/warmup.js';
-import type { Metrics } from '../metrics/metrics.js';
+import type { Metrics, StatsCounts } from '../metrics/metrics.js';
 import type { Mirror } from '../mirror/mirror.js';
 
 /** What the admin API works with. */
@@ -12,10 +12,10 @@ export interface AdminDeps {
   /** The cache's history, statistics and catalog (structural: http does not depend on cache/). */
   cache: {
     jobs: { list(limit: number): unknown[] };
-    stats: { totals(): StatsTotals; since(minute: number): (StatsTotals & { minute: number })[] };
+    stats: { totals(): StatsCounts; since(minute: number): (StatsCounts & { minute: number })[] };
     catalog: { list(limit: number): unknown[] };
     bytes: number;
-    index: { totals(): { blobs: number; bytes: number } };
+    blobs: number;
   };
   mirror: Pick<Mirror, 'upstreams'>;
   metrics: Metrics;
@@ -26,15 +26,6 @@ export interface AdminDeps {
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
-interface StatsTotals {
-  hits: number;
-  misses: number;
-  coalesced: number;
-  stale: number;
-  notFoundCached: number;
-  bytesFromCache: number;
-  bytesFromUpstream: number;
-}
 
 const MAX_BODY = 64 * 1024;
 const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1']);
@@ -61,11 +52,10 @@ export function adminRoutes(core: AdminDeps, token: string): Router {
     } else if (Object.values(current.counts).some((v) => v > 0)) {
       series.push({ minute: current.start, ...current.counts });
     }
-    const index = core.cache.index.totals();
     const served = totals.hits + totals.coalesced + totals.stale;
     const hitRatio = served + totals.misses > 0 ? served / (served + totals.misses) : null;
     ctx.body = {
-      totals: { ...totals, hitRatio, cacheBytes: core.cache.bytes, blobs: index.blobs, quotaBytes: core.sweeper.policy.maxSize },
+      totals: { ...totals, hitRatio, cacheBytes: core.cache.bytes, blobs: core.cache.blobs, quotaBytes: core.sweeper.policy.maxSize },
       bucketSeconds: 60,
       series,
     };

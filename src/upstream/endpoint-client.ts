@@ -38,6 +38,12 @@ export interface UpstreamRequest {
 
 export type ResponseHeaders = Record<string, string | string[] | undefined>;
 
+/** The first value of a response header. */
+export function header(headers: ResponseHeaders, name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
 export interface UpstreamResponse {
   status: number;
   headers: ResponseHeaders;

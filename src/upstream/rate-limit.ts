@@ -1,4 +1,4 @@
-import type { ResponseHeaders } from './endpoint-client.js';
+import { header, type ResponseHeaders } from './endpoint-client.js';
 
 /** Docker Hub's pull budget, as its `ratelimit-*` headers last reported it. */
 export interface RateLimit {
@@ -10,11 +10,6 @@ export interface RateLimit {
   observedAt: number;
 }
 
-function first(headers: ResponseHeaders, name: string): string | undefined {
-  const value = headers[name];
-  return Array.isArray(value) ? value[0] : value;
-}
-
 /** Parses `100;w=21600`: a count and an optional window in seconds. */
 function parseQuota(value: string | undefined): { count: number; window: number | undefined } | undefined {
   const match = value && /^\s*(\d+)\s*(?:;\s*w\s*=\s*(\d+))?/.exec(value);
@@ -23,14 +18,14 @@ function parseQuota(value: string | undefined): { count: number; window: number 
 }
 
 export function parseRateLimit(headers: ResponseHeaders, now = Date.now()): RateLimit | undefined {
-  const limit = parseQuota(first(headers, 'ratelimit-limit'));
-  const remaining = parseQuota(first(headers, 'ratelimit-remaining'));
+  const limit = parseQuota(header(headers, 'ratelimit-limit'));
+  const remaining = parseQuota(header(headers, 'ratelimit-remaining'));
   if (!limit && !remaining) return undefined;
   return {
     limit: limit?.count,
     remaining: remaining?.count,
     windowSeconds: limit?.window ?? remaining?.window,
-    source: first(headers, 'docker-ratelimit-source'),
+    source: header(headers, 'docker-ratelimit-source'),
     observedAt: now,
   };
 }

@@ -12,7 +12,9 @@ import {
 } from '../oci/errors.js';
 import { UpstreamAuthError } from './auth.js';
 import { withLogDetail } from '../oci/errors.js';
-import type { EndpointClient, ResponseHeaders, UpstreamRequest, UpstreamResponse } from './endpoint-client.js';
+import { header, type EndpointClient, type ResponseHeaders, type UpstreamRequest, type UpstreamResponse } from './endpoint-client.js';
+
+export { header };
 import type { EndpointSnapshot } from './endpoint-state.js';
 import { retryAfterFromWindow } from './rate-limit.js';
 import { Semaphore } from './semaphore.js';
@@ -48,11 +50,6 @@ export interface BlobStream {
 export interface SendOptions {
   /** Endpoints to try last, such as one that just failed mid-blob. */
   avoid?: ReadonlySet<EndpointClient>;
-}
-
-export function header(headers: ResponseHeaders, name: string): string | undefined {
-  const value = headers[name];
-  return Array.isArray(value) ? value[0] : value;
 }
 
 function contentLength(headers: ResponseHeaders): number | undefined {
