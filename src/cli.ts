@@ -21,7 +21,8 @@ program
     const stevedore = await startStevedore(config, log);
     const shutdown = (signal: string): void => {
       log.info({ signal }, 'shutting down');
-      const deadline = setTimeout(() => process.exit(1), 30_000);
+      // In-flight pulls get the grace period, then unfinished fills are discarded; this is the backstop.
+      const deadline = setTimeout(() => process.exit(1), config.limits.shutdownGrace * 2 + 10_000);
       deadline.unref();
       stevedore.close().then(
         () => {
@@ -36,6 +37,10 @@ program
     };
     process.once('SIGTERM', () => shutdown('SIGTERM'));
     process.once('SIGINT', () => shutdown('SIGINT'));
+    process.on('SIGHUP', () => {
+      log.info({ signal: 'SIGHUP' }, 'reloading the htpasswd file and the TLS certificate');
+      stevedore.reload();
+    });
   });
 
 program

@@ -7,7 +7,8 @@ import { announceServer, claimCacheDir } from './cache/server-lock.js';
 import { mkdir } from 'node:fs/promises';
 import type { Config } from './config/schema.js';
 import { createApp } from './http/app.js';
-import { boundPort, listen, parseListen } from './http/server.js';
+import { HtpasswdVerifier } from './http/htpasswd.js';
+import { boundPort, createServer, listen, parseListen, reloadTls } from './http/server.js';
 import { CacheSweeper } from './jobs/cache-sweeper.js';
 import { startHealthProbes } from './jobs/health-probes.js';
 import { scheduleWarmups, type ScheduledJob } from './jobs/scheduler.js';
@@ -35,13 +36,20 @@ export interface Core {
   sweeper: CacheSweeper;
   probes: { runOnce(): Promise<void> };
   scheduled: ScheduledJob[];
-  close(): Promise<void>;
+  /** Stops background work, lets fills land (up to `fillGraceMs`, then discards them) and closes the index. */
+  close(options?: { fillGraceMs?: number }): Promise<void>;
 }
 
 export interface Stevedore extends Core {
+  /** The main server (HTTPS when TLS is configured). */
   server: Server;
+  servers: Server[];
   /** Base URL, for example http://127.0.0.1:5000 */
   url: string;
+  /** The plain-HTTP listener's URL, when TLS is on and one is configured. */
+  plainUrl: string | undefined;
+  /** Re-reads the htpasswd file and the TLS certificate (SIGHUP); failures keep the old ones. */
+  reload(): void;
 }
 
 function buildUpstreams(config: Config, tokens: TokenCache, log: Logger, metrics: Metrics): UpstreamEntry[] {
@@ -63,6 +71,7 @@ function buildUpstreams(config: Config, tokens: TokenCache, log: Logger, metrics
             mirror: e.mirror,
             breaker,
             rateLimit: u.rateLimit,
+            allowLinkLocal: u.allowLinkLocal,
             log,
             observe,
           }),
@@ -133,15 +142,15 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   pruneStats.unref();
 
   let closing: Promise<void> | undefined;
-  const close = (): Promise<void> =>
+  const close = (closeOptions: { fillGraceMs?: number } = {}): Promise<void> =>
     (closing ??= (async () => {
       schedule.stop();
       probes.stop();
       clearInterval(pruneStats);
       metrics.flushMinute();
       await sweeper.stop();
-      // Fills run independently of clients: let them land before the index closes.
-      await mirror.fills.drain(FILL_DRAIN_MS);
+      // Fills run independently of clients: let them land before the index closes; discard the late ones.
+      await mirror.fills.drain(closeOptions.fillGraceMs ?? FILL_DRAIN_MS, { discardLate: true });
       await Promise.all(upstreams.flatMap((u) => u.registry.endpoints.map((e) => e.close())));
       cache.close();
     })());
@@ -189,29 +198,83 @@ export async function startStevedore(config: Config, log: Logger): Promise<Steve
     release();
     throw err;
   }
-  const audit = config.auditLog ? createLogger('info', config.auditLog) : undefined;
-  const app = createApp({ core, log, adminToken: config.admin.token, audit });
-  const server = await listen(app, parseListen(config.listen)).catch(async (err: unknown) => {
+  const servers: Server[] = [];
+  const stopEarly = async (err: unknown): Promise<never> => {
+    for (const server of servers) server.close();
     await core.close();
     release();
     throw err;
-  });
-  const host = parseListen(config.listen).host;
-  const url = `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${boundPort(server)}`;
-  announceServer(config.cache.dir, { pid: process.pid, url });
-  log.info({ url, instanceId: core.instanceId, cacheDir: config.cache.dir, upstreams: config.upstreams.map((u) => u.registry) }, 'stevedore listening');
+  };
+  const tls = config.tls.cert ? { cert: config.tls.cert, key: config.tls.key } : undefined;
+  let verifier: HtpasswdVerifier | undefined;
+  try {
+    verifier = config.auth.htpasswd ? new HtpasswdVerifier(config.auth.htpasswd) : undefined;
+    const audit = config.auditLog ? createLogger('info', config.auditLog) : undefined;
+    const auth = verifier ? { verifier, realm: config.auth.realm, access: config.auth.access } : undefined;
+    const app = createApp({ core, log, adminToken: config.admin.token, audit, auth });
+    servers.push(createServer(app, config.limits, tls));
+    if (tls && config.tls.plainListen) servers.push(createServer(app, config.limits));
+    await listen(servers[0]!, parseListen(config.listen));
+    if (servers[1]) await listen(servers[1], parseListen(config.tls.plainListen));
+  } catch (err) {
+    return stopEarly(err);
+  }
+  const server = servers[0]!;
+  const urlOf = (listenAt: string, s: Server, scheme: string): string => {
+    const host = parseListen(listenAt).host;
+    const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+    return `${scheme}://${shown}:${boundPort(s)}`;
+  };
+  const url = urlOf(config.listen, server, tls ? 'https' : 'http');
+  const plainUrl = servers[1] ? urlOf(config.tls.plainListen, servers[1], 'http') : undefined;
+  // The CLI talks to the admin API over plain HTTP when it can: a certificate rarely names 127.0.0.1.
+  announceServer(config.cache.dir, { pid: process.pid, url: plainUrl ?? url });
+  log.info(
+    { url, plainUrl, tls: tls !== undefined, clientAuth: verifier ? { users: verifier.size } : false, instanceId: core.instanceId, cacheDir: config.cache.dir, upstreams: config.upstreams.map((u) => u.registry) },
+    'stevedore listening',
+  );
+
+  const reload = (): void => {
+    if (verifier) {
+      try {
+        verifier.reload();
+        log.info({ users: verifier.size }, 'htpasswd file reloaded');
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'htpasswd file not reloaded; the previous users stay in force');
+      }
+    }
+    if (tls) {
+      try {
+        reloadTls(server, tls);
+        log.info({ cert: tls.cert }, 'TLS certificate reloaded');
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'TLS certificate not reloaded; the previous one stays in force');
+      }
+    }
+  };
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
-      const closed = new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      });
-      // Downloads in flight finish (the CLI bounds the wait) before the index closes.
+      const started = Date.now();
+      // Stop accepting; idle keep-alive connections close now, busy ones after their response.
+      const closed = Promise.all(
+        servers.map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              s.close(() => resolve());
+              s.closeIdleConnections();
+            }),
+        ),
+      );
+      const grace = setTimeout(() => {
+        log.warn({ graceMs: config.limits.shutdownGrace }, 'shutdown grace period over: closing the remaining client connections');
+        for (const s of servers) s.closeAllConnections();
+      }, config.limits.shutdownGrace);
       await closed;
-      await core.close();
+      clearTimeout(grace);
+      await core.close({ fillGraceMs: Math.max(1_000, config.limits.shutdownGrace - (Date.now() - started)) });
       release();
     })());
-  return { ...core, server, url, close };
+  return { ...core, server, servers, url, plainUrl, reload, close };
 }

@@ -44,6 +44,9 @@ export function loadConfig(options: LoadOptions = {}): Config & { source: string
   if (config.dockerConfig) applyDockerConfig(config, resolve(cwd, config.dockerConfig));
   config.cache.dir = resolve(cwd, config.cache.dir);
   if (config.auditLog) config.auditLog = resolve(cwd, config.auditLog);
+  if (config.auth.htpasswd) config.auth.htpasswd = resolve(cwd, config.auth.htpasswd);
+  if (config.tls.cert) config.tls.cert = resolve(cwd, config.tls.cert);
+  if (config.tls.key) config.tls.key = resolve(cwd, config.tls.key);
   return { ...config, source: file ?? '(embedded defaults)' };
 }
 

@@ -72,6 +72,8 @@ const upstreamSchema = z.strictObject({
   allow: z.array(z.string().min(1)).default([]),
   /** Repository patterns that may never be pulled; deny wins over allow. */
   deny: z.array(z.string().min(1)).default([]),
+  /** Let this registry redirect (or point its token realm) to link-local and metadata addresses. */
+  allowLinkLocal: z.boolean().default(false),
   rateLimit: z
     .strictObject({
       /** Log a warning when ratelimit-remaining falls below this. */
@@ -108,6 +110,13 @@ export const DEFAULT_UPSTREAMS = [
   { registry: 'docker.io', aliases: ['index.docker.io', 'registry-1.docker.io'], endpoints: [{ url: 'https://registry-1.docker.io' }] },
 ];
 
+const accessRuleSchema = z.strictObject({
+  /** A user name from the htpasswd file, or `*` for users without a rule of their own. */
+  user: z.string().min(1),
+  /** `registry/repository` patterns (`docker.io/library/*`, `ghcr.io/**`) the user may pull. */
+  allow: z.array(z.string().min(1)).default([]),
+});
+
 export const configSchema = z.strictObject({
   listen: listenAddress,
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -143,6 +152,41 @@ export const configSchema = z.strictObject({
       failureThreshold: z.number().int().min(1).default(3),
       openMin: duration('30s'),
       openMax: duration('10m'),
+    })
+    .prefault({}),
+  /** Client authentication; off unless an htpasswd file is set. */
+  auth: z
+    .strictObject({
+      htpasswd: z.string().default(''),
+      realm: z.string().regex(/^[^"\\]*$/, 'no quotes or backslashes').default('Stevedore'),
+      access: z.array(accessRuleSchema).default([]),
+    })
+    .prefault({}),
+  tls: z
+    .strictObject({
+      cert: z.string().default(''),
+      key: z.string().default(''),
+      /** An extra plain-HTTP listener (loopback, trusted networks) while `listen` serves HTTPS. */
+      plainListen: z.union([z.literal(''), listenAddress]).default(''),
+    })
+    .prefault({})
+    .refine((t) => (t.cert === '') === (t.key === ''), { message: 'set both cert and key, or neither' })
+    .refine((t) => t.cert !== '' || t.plainListen === '', { message: 'plainListen only applies when cert and key are set' }),
+  /** Bounds on what clients may cost the server. */
+  limits: z
+    .strictObject({
+      /** All request headers must arrive within this (slowloris). */
+      headersTimeout: duration('20s'),
+      /** The whole request must arrive within this; responses may take longer. */
+      requestTimeout: duration('30s'),
+      /** Idle keep-alive connections are closed after this. */
+      keepAliveTimeout: duration('65s'),
+      /** Open client connections; more get 429 TOOMANYREQUESTS and are closed. */
+      maxConnections: z.number().int().min(1).max(1_000_000).default(2048),
+      /** Largest request header block. */
+      maxHeaderSize: size('16KiB'),
+      /** How long in-flight pulls may finish after SIGTERM before the process exits. */
+      shutdownGrace: duration('30s'),
     })
     .prefault({}),
   /** Append an audit line per pull (who, what, when) to this file; empty: off. */

@@ -5,6 +5,8 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { Mirror } from '../mirror/mirror.js';
 import { routeUnknown } from '../oci/errors.js';
 import { adminRoutes, type AdminDeps } from './admin-routes.js';
+import { AccessRules, clientAuth, type AccessRule } from './client-auth.js';
+import type { HtpasswdVerifier } from './htpasswd.js';
 import { errorHandler } from './error-handler.js';
 import { requestLog } from './request-log.js';
 import { uiRoutes } from './ui-routes.js';
@@ -17,13 +19,16 @@ export interface AppDeps {
   adminToken: string;
   /** Where audit lines of pulls go, when enabled. */
   audit?: Logger;
+  /** Client authentication on /v2, when configured. */
+  auth?: { verifier: HtpasswdVerifier; realm: string; access: readonly AccessRule[] };
 }
 
-export function createApp({ core, log, adminToken, audit }: AppDeps): Koa {
+export function createApp({ core, log, adminToken, audit, auth }: AppDeps): Koa {
   const { mirror, instanceId, metrics } = core;
   const app = new Koa();
   app.silent = true; // errors are logged by our own middleware
-  const v2 = v2Routes(mirror, instanceId);
+  const rules = auth ? new AccessRules(auth.access) : undefined;
+  const v2 = v2Routes(mirror, instanceId, rules ? (user, target) => rules.check(user ?? '', target) : undefined);
   const ops = new Router();
   ops.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok', fillsInProgress: mirror.fills.inProgress };
@@ -34,6 +39,7 @@ export function createApp({ core, log, adminToken, audit }: AppDeps): Koa {
   });
   app.use(requestLog(log, metrics, audit));
   app.use(errorHandler(log));
+  if (auth) app.use(clientAuth(auth.verifier, auth.realm));
   app.use(ops.routes());
   app.use(uiRoutes().routes());
   app.use(adminRoutes(core, adminToken).routes());

@@ -1,10 +1,26 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
 import type Koa from 'koa';
+import { headersTooLarge, malformedRequest, requestTimeout, tooManyRequests, type RegistryError } from '../oci/errors.js';
 
 export interface ListenAddress {
   host: string;
   port: number;
+}
+
+export interface ServerLimits {
+  headersTimeout: number;
+  requestTimeout: number;
+  keepAliveTimeout: number;
+  maxConnections: number;
+  maxHeaderSize: number;
+}
+
+export interface TlsFiles {
+  cert: string;
+  key: string;
 }
 
 export function parseListen(listen: string): ListenAddress {
@@ -13,12 +29,85 @@ export function parseListen(listen: string): ListenAddress {
   return { host: host || '0.0.0.0', port: Number(listen.slice(colon + 1)) };
 }
 
-/** The HTTP server, with timeouts that bound slow clients but not long blob downloads. */
-export async function listen(app: Koa, address: ListenAddress): Promise<Server> {
-  const server = createServer(app.callback());
-  server.headersTimeout = 30_000;
-  server.requestTimeout = 60_000;
-  server.keepAliveTimeout = 65_000;
+/** Beyond the soft limit clients get a clear 429; this far beyond it, the kernel's backlog takes over. */
+const HARD_LIMIT_SLACK = 256;
+/** How often Node checks connections against the header and request timeouts. */
+const TIMEOUT_CHECK_MS = 1_000;
+
+function readTls(files: TlsFiles): { cert: Buffer; key: Buffer } {
+  const read = (what: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new Error(`cannot read TLS ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  };
+  return { cert: read('certificate', files.cert), key: read('key', files.key) };
+}
+
+/** An error as a complete HTTP/1.1 response, for sockets Koa never sees. */
+function rawResponse(error: RegistryError): string {
+  const body = JSON.stringify(error.toJSON());
+  const headers = Object.entries(error.headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+  return `HTTP/1.1 ${error.status} ${error.message}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${headers}connection: close\r\n\r\n${body}`;
+}
+
+function sendError(res: ServerResponse, error: RegistryError): void {
+  const body = JSON.stringify(error.toJSON());
+  res.writeHead(error.status, { ...error.headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close' });
+  res.end(body);
+}
+
+/**
+ * The HTTP(S) server: header and request timeouts against slowloris (downloads
+ * themselves may take as long as they need), a connection limit that answers
+ * with an OCI error, and OCI errors for requests too broken for Koa to see.
+ */
+export function createServer(app: Koa, limits: ServerLimits, tls?: TlsFiles): Server {
+  const handle = app.callback();
+  const overLimit = new WeakSet<Socket>();
+  const tooMany = tooManyRequests(1, `this mirror serves at most ${limits.maxConnections} connections at once; retry shortly`);
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    if (overLimit.has(req.socket)) return sendError(res, tooMany);
+    void handle(req, res);
+  };
+  const options = {
+    headersTimeout: limits.headersTimeout,
+    requestTimeout: limits.requestTimeout,
+    keepAliveTimeout: limits.keepAliveTimeout,
+    maxHeaderSize: limits.maxHeaderSize,
+    connectionsCheckingInterval: TIMEOUT_CHECK_MS,
+  };
+  const server: Server = tls ? createHttpsServer({ ...options, ...readTls(tls) }, onRequest) : createHttpServer(options, onRequest);
+  server.maxConnections = limits.maxConnections + HARD_LIMIT_SLACK;
+  let open = 0;
+  server.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => {
+    open++;
+    socket.once('close', () => open--);
+    if (open > limits.maxConnections) overLimit.add(socket);
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const error =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? headersTooLarge(`request headers may take at most ${limits.maxHeaderSize} bytes`)
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? requestTimeout(`the request must arrive within ${limits.headersTimeout / 1000}s (headers) and ${limits.requestTimeout / 1000}s (whole request)`)
+          : malformedRequest(err.code ?? 'parse error');
+    socket.end(rawResponse(error));
+  });
+  return server;
+}
+
+/** Swaps in a re-read certificate and key; connections already open keep theirs. */
+export function reloadTls(server: Server, tls: TlsFiles): void {
+  (server as import('node:https').Server).setSecureContext(readTls(tls));
+}
+
+export async function listen(server: Server, address: ListenAddress): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(address.port, address.host, () => {
@@ -26,7 +115,6 @@ export async function listen(app: Koa, address: ListenAddress): Promise<Server> 
       resolve();
     });
   });
-  return server;
 }
 
 export function boundPort(server: Server): number {

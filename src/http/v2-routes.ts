@@ -19,8 +19,11 @@ const API_VERSION = {
 /** `/v2/<name>/<kind>/<reference>`; the name is greedy, so it may contain `/manifests/`. */
 const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|tags|referrers)\/([^/]+)$/;
 
-/** Translates the /v2 pull API between HTTP and the mirror; no policy lives here. */
-export function v2Routes(mirror: Mirror, instanceId: string): Router {
+/** Decides whether the request's user may pull the target; throws DENIED if not. */
+export type Authorize = (user: string | undefined, target: Target) => void;
+
+/** Translates the /v2 pull API between HTTP and the mirror; policy comes in through `authorize`. */
+export function v2Routes(mirror: Mirror, instanceId: string, authorize?: Authorize): Router {
   const router = new Router();
 
   router.use('/v2', async (ctx, next) => {
@@ -53,6 +56,7 @@ export function v2Routes(mirror: Mirror, instanceId: string): Router {
     const log = ctx.state as RequestLogFields;
     log.repo = target.repo;
     log.upstream = target.registry;
+    authorize?.(log.user, target);
     const ns = singleQuery(ctx, 'ns');
     if (ns !== undefined) ctx.set('OCI-Namespace', target.registry === ns.toLowerCase() ? ns : target.registry);
 

@@ -35,8 +35,12 @@ export class BlobFills {
     return this.active.size;
   }
 
-  /** Waits for running fills to finish (or fail), up to `timeoutMs`; for shutdown. */
-  async drain(timeoutMs: number): Promise<void> {
+  /**
+   * Waits for running fills to finish (or fail), up to `timeoutMs`; for shutdown.
+   * With `discardLate`, fills still running then are failed: their clients get
+   * an aborted body and their temp files are removed, so nothing partial stays.
+   */
+  async drain(timeoutMs: number, options: { discardLate?: boolean } = {}): Promise<void> {
     const running = [...this.active.values()].map((p) => p.then((fill) => fill.settled()));
     if (running.length === 0) return;
     let timer: NodeJS.Timeout | undefined;
@@ -45,6 +49,13 @@ export class BlobFills {
     });
     await Promise.race([Promise.allSettled(running), deadline]);
     clearTimeout(timer);
+    if (!options.discardLate) return;
+    const late = await Promise.allSettled([...this.active.values()]);
+    for (const result of late) {
+      if (result.status !== 'fulfilled') continue;
+      this.log.warn({ digest: result.value.digest.value, bytes: result.value.written }, 'shutting down: discarding an unfinished blob fill');
+      await result.value.fail(new Error('the mirror is shutting down'));
+    }
   }
 
   /** Joins the fill of `digest`, starting it from `source` if none runs. */

@@ -80,8 +80,8 @@ export const tooManyRequests = (retryAfterSeconds?: number, detail?: string): Re
     retryAfterSeconds !== undefined ? { 'retry-after': String(retryAfterSeconds) } : {},
   );
 
-export const unauthorized = (detail: string): RegistryError =>
-  new RegistryError(401, 'UNAUTHORIZED', 'authentication required', detail);
+export const unauthorized = (detail: string, headers: Record<string, string> = {}): RegistryError =>
+  new RegistryError(401, 'UNAUTHORIZED', 'authentication required', detail, headers);
 
 export const denied = (detail: string): RegistryError =>
   new RegistryError(403, 'DENIED', 'requested access to the resource is denied', detail);
@@ -100,3 +100,14 @@ export const routeUnknown = (path: string): RegistryError =>
 /** A request came back to a mirror it already passed through. */
 export const loopDetected = (detail: string): RegistryError =>
   new RegistryError(508, 'LOOP_DETECTED', 'loop detected between mirrors', detail);
+
+/** The client took too long to send its request (slowloris). */
+export const requestTimeout = (detail: string): RegistryError =>
+  new RegistryError(408, 'UNKNOWN', 'request timed out', detail);
+
+export const headersTooLarge = (detail: string): RegistryError =>
+  new RegistryError(431, 'SIZE_INVALID', 'request headers too large', detail);
+
+/** Not HTTP we can parse. */
+export const malformedRequest = (detail: string): RegistryError =>
+  new RegistryError(400, 'UNSUPPORTED', 'malformed HTTP request', detail);

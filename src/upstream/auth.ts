@@ -11,6 +11,31 @@ export class UpstreamAuthError extends Error {
   }
 }
 
+const MAX_TOKEN_RESPONSE = 64 * 1024;
+
+/** The body as text, or undefined (and the rest discarded) once it passes `limit` bytes. */
+async function readBounded(body: Dispatcher.ResponseData['body'], limit: number): Promise<string | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) {
+      body.destroy();
+      return undefined;
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export interface AuthOptions {
+  timeoutMs: number;
+  /** The endpoint's host: credentials go to a plain-http realm only on this host. */
+  endpointHost: string;
+  /** Refuses realms the endpoint may not send us to (link-local, metadata). */
+  checkTarget: (url: URL) => void;
+}
+
 export interface Credentials {
   username: string;
   password: string;
@@ -29,7 +54,7 @@ export class EndpointAuth {
     private readonly dispatcher: Dispatcher,
     private readonly tokens: TokenCache,
     private readonly credentials: Credentials | undefined,
-    private readonly timeoutMs: number,
+    private readonly options: AuthOptions,
   ) {
     this.identity = credentials
       ? `user:${createHash('sha256').update(`${credentials.username}\0${credentials.password}`).digest('hex').slice(0, 16)}`
@@ -42,7 +67,7 @@ export class EndpointAuth {
    */
   ping(origin: string, path: string): Promise<void> {
     this.pinged ??= (async () => {
-      const res = await this.dispatcher.request({ origin, path, method: 'GET', headers: { 'user-agent': 'stevedore' }, signal: AbortSignal.timeout(this.timeoutMs) });
+      const res = await this.dispatcher.request({ origin, path, method: 'GET', headers: { 'user-agent': 'stevedore' }, signal: AbortSignal.timeout(this.options.timeoutMs) });
       await res.body.dump();
       if (res.statusCode === 401) this.learn(res.headers['www-authenticate'], undefined, undefined);
     })().catch((err: unknown) => {
@@ -102,18 +127,20 @@ export class EndpointAuth {
     if (!realm) throw new Error('bearer challenge without a realm');
     const url = new URL(realm);
     if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new Error(`token realm has unsupported scheme ${url.protocol}`);
+    this.options.checkTarget(url);
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
     const scope = this.scopeFor(challenge, repo);
     if (scope) url.searchParams.set('scope', scope);
     const headers: Record<string, string> = { 'user-agent': 'stevedore', accept: 'application/json' };
-    const basic = this.basic();
+    // Never send the password in clear text to a host other than the registry's own.
+    const basic = url.protocol === 'https:' || url.hostname === this.options.endpointHost ? this.basic() : undefined;
     if (basic) headers.authorization = basic;
     const res = await this.dispatcher.request({
       origin: url.origin,
       path: `${url.pathname}${url.search}`,
       method: 'GET',
       headers,
-      signal: AbortSignal.timeout(this.timeoutMs),
+      signal: AbortSignal.timeout(this.options.timeoutMs),
     });
     if (res.statusCode === 401 || res.statusCode === 403) {
       await res.body.dump();
@@ -124,8 +151,8 @@ export class EndpointAuth {
       await res.body.dump();
       throw new Error(`token endpoint ${url.origin}${url.pathname} answered ${res.statusCode} for scope "${scope}"`);
     }
-    const text = await res.body.text();
-    if (text.length > 64 * 1024) throw new Error(`token endpoint ${url.origin}${url.pathname} sent an oversized answer`);
+    const text = await readBounded(res.body, MAX_TOKEN_RESPONSE);
+    if (text === undefined) throw new Error(`token endpoint ${url.origin}${url.pathname} sent an oversized answer`);
     const body = JSON.parse(text) as { token?: string; access_token?: string; expires_in?: number };
     const token = body.token ?? body.access_token;
     if (!token) throw new Error(`token endpoint ${url.origin}${url.pathname} returned no token`);

@@ -1,5 +1,6 @@
 import { Agent, type Dispatcher } from 'undici';
 import type { Logger } from '../log.js';
+import { assertAllowedTarget, guardedLookup } from './address-guard.js';
 import { VIA_HEADER } from '../oci/headers.js';
 import { EndpointAuth, type Credentials } from './auth.js';
 import type { BreakerOptions } from './circuit-breaker.js';
@@ -17,6 +18,8 @@ export interface EndpointOptions {
   breaker: BreakerOptions;
   rateLimit: RateLimitPolicy;
   log: Logger;
+  /** Let redirects and token realms lead to link-local and metadata addresses. */
+  allowLinkLocal?: boolean;
   /** Told about every response from this endpoint (metrics). */
   observe?: (response: { endpoint: string; method: string; status: number; ms: number }) => void;
 }
@@ -68,6 +71,7 @@ export class EndpointClient {
   private readonly agent: Agent;
   private readonly auth: EndpointAuth;
   private readonly observer: EndpointOptions['observe'];
+  private readonly allowLinkLocal: boolean;
 
   constructor(options: EndpointOptions) {
     this.observer = options.observe;
@@ -75,15 +79,20 @@ export class EndpointClient {
     this.origin = url.origin;
     this.basePath = url.pathname.replace(/\/+$/, '');
     this.mirror = options.mirror;
+    this.allowLinkLocal = options.allowLinkLocal === true;
     this.state = new EndpointState(this.displayUrl, options.credentials?.username || 'anonymous', options.breaker, options.rateLimit, options.log);
     this.agent = new Agent({
-      connect: { timeout: options.timeouts.connect },
+      connect: { timeout: options.timeouts.connect, ...(this.allowLinkLocal ? {} : { lookup: guardedLookup(url.hostname) }) },
       headersTimeout: options.timeouts.headers,
       bodyTimeout: options.timeouts.body,
       connections: 64,
       keepAliveTimeout: 30_000,
     });
-    this.auth = new EndpointAuth(this.agent, options.tokens, options.credentials, options.timeouts.headers);
+    this.auth = new EndpointAuth(this.agent, options.tokens, options.credentials, {
+      timeoutMs: options.timeouts.headers,
+      endpointHost: url.hostname,
+      checkTarget: (target) => this.checkTarget(target),
+    });
   }
 
   get displayUrl(): string {
@@ -110,6 +119,7 @@ export class EndpointClient {
       if (next.protocol !== 'https:' && next.protocol !== 'http:') {
         throw new Error(`${this.displayUrl} redirected to an unsupported scheme ${next.protocol}`);
       }
+      this.checkTarget(next);
       const sameOrigin = next.origin === this.origin;
       res = await this.send(next.origin, `${next.pathname}${next.search}`, req, sameOrigin ? authorization : undefined);
       current = next;
@@ -128,6 +138,11 @@ export class EndpointClient {
     });
     await res.body.dump();
     return res.statusCode === 200 || res.statusCode === 401;
+  }
+
+  /** Redirects and realms may not lead to link-local or metadata addresses unless allowed. */
+  private checkTarget(target: URL): void {
+    if (!this.allowLinkLocal) assertAllowedTarget(target, new URL(this.origin).hostname.replace(/^\[(.*)\]$/, '$1'));
   }
 
   async close(): Promise<void> {

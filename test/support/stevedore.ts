@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import { validateConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/log.js';
 import { startStevedore, type Stevedore } from '../../src/stevedore.js';
@@ -42,6 +42,8 @@ export interface MirrorOptions {
   defaultRegistry?: string;
   /** Reuse a cache directory (to test restarts); a fresh temp dir otherwise. */
   dir?: string;
+  /** Further top-level config keys (auth, tls, limits…). */
+  extra?: Record<string, unknown>;
 }
 
 export interface TestMirror {
@@ -73,6 +75,7 @@ function rawConfig(options: MirrorOptions, dir: string): Record<string, unknown>
       timeouts: { connect: '2s', headers: '10s', body: '10s', ...u.timeouts },
       ...u.settings,
     })),
+    ...options.extra,
   };
 }
 
@@ -151,7 +154,9 @@ export async function startMirrorProcess(options: MirrorOptions & { port: number
   closeSync(out);
   const pid = child.pid;
   if (pid === undefined) throw new Error('stevedore did not start');
-  const url = `http://127.0.0.1:${options.port}`;
+  const tls = (options.extra?.tls as { cert?: string } | undefined)?.cert;
+  const url = `${tls ? 'https' : 'http'}://127.0.0.1:${options.port}`;
+  const readiness = tls ? new Agent({ connect: { rejectUnauthorized: false } }) : undefined;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const crash = async (): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -172,9 +177,10 @@ export async function startMirrorProcess(options: MirrorOptions & { port: number
   for (let attempt = 0; Date.now() < deadline; attempt++) {
     if (child.exitCode !== null) break;
     try {
-      const res = await request(`${url}/v2/`);
+      const res = await request(`${url}/v2/`, { dispatcher: readiness });
       await res.body.dump();
-      if (res.statusCode === 200) return { url, pid, dir, logFile, configFile, logs: () => readFileSync(logFile, 'utf8'), stop, crash };
+      // 401: client auth is on, and the server is up.
+      if (res.statusCode === 200 || res.statusCode === 401) return { url, pid, dir, logFile, configFile, logs: () => readFileSync(logFile, 'utf8'), stop, crash };
     } catch {
       // not listening yet
     }
