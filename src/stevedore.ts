@@ -267,12 +267,15 @@ export async function startStevedore(config: Config, log: Logger): Promise<Steve
             }),
         ),
       );
+      // Connections that finish their response later go idle: close them as they do.
+      const sweepIdle = setInterval(() => servers.forEach((s) => s.closeIdleConnections()), 250);
       const grace = setTimeout(() => {
         log.warn({ graceMs: config.limits.shutdownGrace }, 'shutdown grace period over: closing the remaining client connections');
         for (const s of servers) s.closeAllConnections();
       }, config.limits.shutdownGrace);
       await closed;
       clearTimeout(grace);
+      clearInterval(sweepIdle);
       await core.close({ fillGraceMs: Math.max(1_000, config.limits.shutdownGrace - (Date.now() - started)) });
       release();
     })());

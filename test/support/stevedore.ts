@@ -115,6 +115,8 @@ export interface MirrorProcess {
   stop(): Promise<void>;
   /** Kills it the hard way (SIGKILL) and waits for the exit; files stay for a restart. */
   crash(): Promise<void>;
+  /** Settles when the process exits, with its exit code (null if a signal ended it). */
+  exited: Promise<number | null>;
 }
 
 /** Runs a `stevedore` CLI command (not serve) to completion. */
@@ -157,7 +159,7 @@ export async function startMirrorProcess(options: MirrorOptions & { port: number
   const tls = (options.extra?.tls as { cert?: string } | undefined)?.cert;
   const url = `${tls ? 'https' : 'http'}://127.0.0.1:${options.port}`;
   const readiness = tls ? new Agent({ connect: { rejectUnauthorized: false } }) : undefined;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const crash = async (): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) {
       process.kill(pid, 'SIGKILL');
@@ -180,7 +182,7 @@ export async function startMirrorProcess(options: MirrorOptions & { port: number
       const res = await request(`${url}/v2/`, { dispatcher: readiness });
       await res.body.dump();
       // 401: client auth is on, and the server is up.
-      if (res.statusCode === 200 || res.statusCode === 401) return { url, pid, dir, logFile, configFile, logs: () => readFileSync(logFile, 'utf8'), stop, crash };
+      if (res.statusCode === 200 || res.statusCode === 401) return { url, pid, dir, logFile, configFile, logs: () => readFileSync(logFile, 'utf8'), stop, crash, exited };
     } catch {
       // not listening yet
     }

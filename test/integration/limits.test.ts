@@ -1,0 +1,112 @@
+// Server limits: slow or oversized requests and too many connections each get
+// a clear OCI error instead of a hang, a reset or a bare status line.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
+import { startRegistry, type RegistryHandle } from '../support/registry.js';
+import { seedStandard } from '../support/seed-standard.js';
+import { startMirror, type TestMirror } from '../support/stevedore.js';
+
+let registry: RegistryHandle;
+let mirror: TestMirror;
+let port: number;
+const MAX_CONNECTIONS = 6;
+
+before(async () => {
+  registry = await startRegistry();
+  await seedStandard(registry.url);
+  mirror = await startMirror({
+    upstreams: [{ registry: 'docker.io', url: registry.url }],
+    extra: { limits: { headersTimeout: '1s', requestTimeout: '2s', maxConnections: MAX_CONNECTIONS, maxHeaderSize: '8KiB' } },
+  });
+  port = Number(new URL(mirror.url).port);
+});
+
+after(async () => {
+  await mirror?.stop();
+  await registry?.stop();
+});
+
+interface RawAnswer {
+  status: number;
+  headers: string;
+  body: string;
+  closed: boolean;
+  ms: number;
+}
+
+/** Writes `parts` to a fresh socket (pausing `gapMs` between them) and reads until the server closes it or `waitMs` passes. */
+function raw(parts: string[], options: { gapMs?: number; waitMs?: number } = {}): Promise<RawAnswer> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const socket = connect(port, '127.0.0.1');
+    let text = '';
+    let closed = false;
+    socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+    socket.once('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? undefined : reject(err)));
+    const finish = (): void => {
+      clearTimeout(timer);
+      const [head = '', body = ''] = text.split('\r\n\r\n');
+      resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0), headers: head.toLowerCase(), body, closed, ms: Date.now() - started });
+      socket.destroy();
+    };
+    socket.once('close', () => {
+      closed = true;
+      finish();
+    });
+    const timer = setTimeout(finish, options.waitMs ?? 10_000);
+    void (async () => {
+      for (const part of parts) {
+        if (socket.destroyed) return;
+        socket.write(part);
+        if (options.gapMs) await new Promise((r) => setTimeout(r, options.gapMs));
+      }
+    })();
+  });
+}
+
+test('a client that trickles its headers (slowloris) gets 408 with an OCI error and is disconnected', async () => {
+  const parts = ['GET /v2/ HTTP/1.1\r\n', 'Host: mirror\r\n', ...Array.from({ length: 30 }, (_, i) => `X-Slow-${i}: a\r\n`)];
+  const answer = await raw(parts, { gapMs: 200, waitMs: 10_000 });
+  assert.equal(answer.status, 408);
+  assert.equal(JSON.parse(answer.body).errors[0].message, 'request timed out');
+  assert.ok(answer.closed, 'the connection is closed');
+  assert.ok(answer.ms < 6_000, `cut off after ${answer.ms} ms, well before the trickle would end`);
+});
+
+test('an idle connection that never sends a request is closed', async () => {
+  const answer = await raw([], { waitMs: 10_000 });
+  assert.ok(answer.closed);
+  assert.ok(answer.ms < 8_000, `closed after ${answer.ms} ms`);
+});
+
+test('oversized headers get 431 SIZE_INVALID; a malformed request line gets 400 JSON', async () => {
+  const big = await raw([`GET /v2/ HTTP/1.1\r\nHost: m\r\nX-Big: ${'a'.repeat(16 * 1024)}\r\n\r\n`]);
+  assert.equal(big.status, 431);
+  assert.equal(JSON.parse(big.body).errors[0].code, 'SIZE_INVALID');
+  const broken = await raw(['GARBAGE \x00\x01 nonsense\r\n\r\n']);
+  assert.equal(broken.status, 400);
+  assert.equal(JSON.parse(broken.body).errors[0].message, 'malformed HTTP request');
+});
+
+test('connections beyond maxConnections get 429 TOOMANYREQUESTS with Retry-After, and service resumes when they close', async () => {
+  const held: Socket[] = [];
+  try {
+    for (let i = 0; i < MAX_CONNECTIONS; i++) {
+      const socket = connect(port, '127.0.0.1');
+      await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+      held.push(socket);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    const refused = await raw(['GET /v2/ HTTP/1.1\r\nHost: m\r\n\r\n']);
+    assert.equal(refused.status, 429);
+    assert.match(refused.headers, /retry-after: 1/);
+    assert.equal(JSON.parse(refused.body).errors[0].code, 'TOOMANYREQUESTS');
+    assert.ok(refused.closed);
+  } finally {
+    for (const socket of held) socket.destroy();
+  }
+  await new Promise((r) => setTimeout(r, 200));
+  const served = await raw(['GET /v2/ HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n']);
+  assert.equal(served.status, 200);
+});

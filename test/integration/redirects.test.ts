@@ -1,0 +1,98 @@
+// A hostile upstream tries to send the mirror to cloud metadata addresses, by
+// redirect or by token realm, or to a non-HTTP scheme. Nothing leaves loopback:
+// the guard refuses before any connection is attempted.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { assertAllowedTarget, isForbiddenAddress } from '../../src/upstream/address-guard.js';
+import { startMirror, type TestMirror } from '../support/stevedore.js';
+import { get, json } from '../support/http.js';
+
+const DIGEST = `sha256:${'ab'.repeat(32)}`;
+let redirectTo = '';
+let requests: string[] = [];
+let redirecting: Server;
+let realmServer: Server;
+const mirrors: TestMirror[] = [];
+
+function serve(handler: Parameters<typeof createServer>[1]): Promise<Server> {
+  const server = createServer(handler);
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+const urlOf = (server: Server): string => `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+before(async () => {
+  redirecting = await serve((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    if (req.url === '/v2/') return void res.writeHead(200).end('{}');
+    res.writeHead(307, { location: redirectTo, 'content-length': 0 }).end();
+  });
+  // Challenges with a token realm on the metadata address.
+  realmServer = await serve((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    res.writeHead(401, { 'www-authenticate': 'Bearer realm="http://169.254.169.254/latest/meta-data/iam",service="evil"', 'content-length': 0 }).end();
+  });
+});
+
+after(async () => {
+  for (const m of mirrors) await m.stop();
+  redirecting?.close();
+  realmServer?.close();
+});
+
+async function mirrorOf(url: string): Promise<TestMirror> {
+  const m = await startMirror({ upstreams: [{ registry: 'evil.example', url, settings: { maxConcurrentFetches: 4 } }] });
+  mirrors.push(m);
+  return m;
+}
+
+for (const [what, location] of [
+  ['the instance metadata address', 'http://169.254.169.254/latest/meta-data/iam/security-credentials/'],
+  ['an IPv6 link-local address', 'http://[fe80::1]/blob'],
+  ['the IPv4-mapped metadata address', 'http://[::ffff:169.254.169.254]/x'],
+] as const) {
+  test(`a blob redirect to ${what} is refused with a clear error, without connecting`, async () => {
+    const m = await mirrorOf(urlOf(redirecting));
+    redirectTo = location;
+    requests = [];
+    const started = Date.now();
+    const res = await get(`${m.url}/v2/team/app/blobs/${DIGEST}`);
+    assert.ok(res.status === 502 || res.status === 503, `status ${res.status}`);
+    assert.ok(json(res).errors?.[0]?.code, 'an OCI error body');
+    assert.ok(Date.now() - started < 1_500, 'refused at once, not after a connect timeout');
+    assert.match(m.rawLogs(), /link-local and metadata addresses are off limits/);
+    assert.ok(requests.some((r) => r.includes('/blobs/')), 'the upstream was asked and redirected');
+  });
+}
+
+test('a redirect to a non-HTTP scheme is refused', async () => {
+  const m = await mirrorOf(urlOf(redirecting));
+  redirectTo = 'file:///etc/passwd';
+  const res = await get(`${m.url}/v2/team/app/blobs/${DIGEST}`);
+  assert.ok(res.status === 502 || res.status === 503, `status ${res.status}`);
+  assert.doesNotMatch(res.body.toString(), /root:/);
+  assert.match(m.rawLogs(), /unsupported scheme file:/);
+});
+
+test('a token realm on the metadata address is refused before any connection', async () => {
+  const m = await mirrorOf(urlOf(realmServer));
+  requests = [];
+  const started = Date.now();
+  const res = await get(`${m.url}/v2/team/app/manifests/latest`);
+  assert.ok(res.status >= 500 && res.status <= 503, `status ${res.status}`);
+  assert.ok(Date.now() - started < 1_500);
+  assert.match(m.rawLogs(), /link-local and metadata addresses are off limits/);
+});
+
+test('the guard knows link-local and metadata ranges, and lets the configured host and ordinary addresses through', () => {
+  for (const address of ['169.254.169.254', '169.254.0.1', 'fe80::1', 'fd00:ec2::254', '100.100.100.200', '0.0.0.0', '::ffff:169.254.169.254']) {
+    assert.equal(isForbiddenAddress(address), true, address);
+  }
+  for (const address of ['127.0.0.1', '10.0.0.5', '192.168.1.1', '::1', 'registry-1.docker.io']) {
+    assert.equal(isForbiddenAddress(address), false, address);
+  }
+  assert.throws(() => assertAllowedTarget(new URL('http://169.254.169.254/'), 'registry.internal'), /off limits/);
+  // An endpoint configured on such an address is the operator's choice.
+  assert.doesNotThrow(() => assertAllowedTarget(new URL('http://169.254.10.10/v2/'), '169.254.10.10'));
+});
