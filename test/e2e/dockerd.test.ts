@@ -91,3 +91,26 @@ test('a missing image fails fast: the mirror answers 404 and the fallback to Doc
   assert.ok(hub.stats().manifestHead + hub.stats().manifestGet >= 1, 'the mirror asked its upstream');
   assert.match(pull.stderr, /127\.0\.0\.1|not found|manifest unknown|proxyconnect/i);
 });
+
+test('dockerd pulls a multi-arch image: the index resolves to this machine\'s platform, and only that platform\'s blobs are fetched', { skip: unavailable ?? false }, async () => {
+  const arch = process.arch === 'arm64' ? 'arm64' : 'amd64';
+  const other = arch === 'amd64' ? 'arm64' : 'amd64';
+  const mine = seed.busybox.children[`linux/${arch}`]!;
+  const theirs = seed.busybox.children[`linux/${other}`]!;
+  hub.resetStats();
+  const pull = await dockerd.docker(['pull', 'busybox:multi']);
+  assert.equal(pull.code, 0, `docker pull failed: ${pull.stderr}\n${dockerd.logs().slice(-3000)}`);
+  const id = await dockerd.docker(['image', 'inspect', '--format', '{{.Id}} {{.Architecture}} {{index .RepoDigests 0}}', 'busybox:multi']);
+  assert.equal(id.stdout.trim(), `${mine.configDigest} ${arch} busybox@${seed.busybox.indexDigest}`, 'the image is this platform\'s, recorded under the index digest');
+  const fetched = hub.stats().requests.filter((r) => r.kind === 'blobGet').map((r) => r.path.split('/').pop());
+  assert.deepEqual(fetched.sort(), [mine.configDigest, ...mine.layers.map((l) => l.digest)].sort(), 'exactly this platform\'s blobs, once each');
+  assert.ok(!fetched.includes(theirs.configDigest));
+
+  // The other platform on request: served from the cached index, its own blobs fetched once.
+  hub.resetStats();
+  const armPull = await dockerd.docker(['pull', '--platform', `linux/${other}`, 'busybox:multi']);
+  assert.equal(armPull.code, 0, armPull.stderr);
+  const armId = await dockerd.docker(['image', 'inspect', '--format', '{{.Id}} {{.Architecture}}', 'busybox:multi']);
+  assert.equal(armId.stdout.trim(), `${theirs.configDigest} ${other}`);
+  assert.equal(hub.stats().manifestGet, 1, 'only the other platform\'s manifest was fetched; the index came from the cache');
+});
