@@ -18,6 +18,7 @@ export interface EndpointSpec {
   url: string;
   username?: string;
   password?: string;
+  passwordFile?: string;
   mirror?: boolean;
 }
 
