@@ -47,6 +47,27 @@ test('environment overrides follow STEVEDORE_<KEY_PATH>, with _FILE secrets', (t
   assert.equal(config.upstreams[0]?.endpoints[0]?.password, 'hunter2');
 });
 
+test('security keys have environment overrides too, and their paths resolve from the working directory', (t) => {
+  const dir = scratch(t);
+  const config = loadConfig({
+    cwd: dir,
+    env: {
+      STEVEDORE_LIMITS_MAXCONNECTIONS: '64',
+      STEVEDORE_LIMITS_SHUTDOWNGRACE: '5s',
+      STEVEDORE_AUTH_HTPASSWD: 'users.htpasswd',
+      STEVEDORE_TLS_CERT: 'tls/server.crt',
+      STEVEDORE_TLS_KEY: 'tls/server.key',
+      STEVEDORE_UPSTREAMS_0_ALLOWLINKLOCAL: 'true',
+    },
+  });
+  assert.equal(config.limits.maxConnections, 64);
+  assert.equal(config.limits.shutdownGrace, 5_000);
+  assert.equal(config.auth.htpasswd, join(dir, 'users.htpasswd'));
+  assert.equal(config.tls.cert, join(dir, 'tls/server.crt'));
+  assert.equal(config.tls.key, join(dir, 'tls/server.key'));
+  assert.equal(config.upstreams[0]?.allowLinkLocal, true);
+});
+
 test('validation errors name the bad key', (t) => {
   const dir = scratch(t);
   const cases: [string, RegExp][] = [
@@ -57,6 +78,11 @@ test('validation errors name the bad key', (t) => {
     ['upstreams: []\n', /"upstreams"/],
     ['logLevel: loud\n', /"logLevel"/],
     ['- just\n- a list\n', /mapping/],
+    ['tls:\n  cert: server.crt\n', /"tls".*set both cert and key/],
+    ['limits:\n  maxConnections: 0\n', /"limits\.maxConnections"/],
+    ['limits:\n  headersTimeout: slow\n', /"limits\.headersTimeout".*duration/],
+    ['auth:\n  access:\n    - allow: ["docker.io/**"]\n', /"auth\.access\.0\.user"/],
+    ['auth:\n  realm: \'say "hi"\'\n', /"auth\.realm"/],
   ];
   for (const [yaml, expected] of cases) {
     writeFileSync(join(dir, 'm.yml'), yaml);

@@ -105,6 +105,11 @@ export async function startMirror(options: MirrorOptions): Promise<TestMirror> {
   };
 }
 
+/** The test's environment minus STEVEDORE_* (test knobs would read as config keys): the config file decides. */
+function childEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('STEVEDORE_')));
+}
+
 export interface MirrorProcess {
   url: string;
   pid: number;
@@ -123,7 +128,7 @@ export interface MirrorProcess {
 /** Runs a `stevedore` CLI command (not serve) to completion. */
 export function runCli(args: string[], timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'src/cli.ts'), ...args], { cwd: repoRoot, env: { ...process.env, STEVEDORE_CONFIG: '' } });
+    const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'src/cli.ts'), ...args], { cwd: repoRoot, env: childEnv() });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -152,7 +157,7 @@ export async function startMirrorProcess(options: MirrorOptions & { port: number
   const child = spawn(process.execPath, [...entry, 'serve', '--config', configFile], {
     cwd: repoRoot,
     stdio: ['ignore', out, out],
-    env: { ...process.env, STEVEDORE_CONFIG: '' },
+    env: childEnv(),
   });
   closeSync(out);
   const pid = child.pid;
