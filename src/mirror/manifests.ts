@@ -64,8 +64,10 @@ export class ManifestService {
         ? this.byDigest(target, parseDigest(reference), accept, head)
         : this.byTag(target, reference, accept, head));
     } catch (err) {
-      if (isRegistryError(err) && err.code === 'MANIFEST_UNKNOWN' && err.outcome === undefined && this.policy.notFoundTtlMs > 0) {
-        this.notFound.set(key, err);
+      if (isRegistryError(err) && err.code === 'MANIFEST_UNKNOWN' && err.outcome === undefined) {
+        if (this.policy.notFoundTtlMs > 0) this.notFound.set(key, err);
+        // The upstream was asked and said 404: a miss, as the repeats are notfound_cached.
+        throw withOutcome(err, 'miss');
       }
       throw err;
     }
