@@ -58,6 +58,12 @@ export class Cache {
   private readonly verified = new Set<string>();
   /** Verified manifest bytes: a hot tag costs no file read and no hash. */
   private readonly manifests = new LRUCache<string, Buffer>({ maxSize: 64 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
+  /**
+   * Index rows the hot path reads on every hit, kept in memory so that a cache
+   * hit runs no SQLite query. Every write to a row here drops its copy.
+   */
+  private readonly records = new LRUCache<string, BlobRecord>({ max: 100_000 });
+  private readonly tags = new LRUCache<string, TagRecord>({ max: 100_000 });
   /** Called after a commit, so a quota can be enforced promptly. */
   onGrow: (() => void) | undefined;
 
@@ -89,7 +95,11 @@ export class Cache {
   }
 
   lookupBlob(digest: Digest): BlobRecord | undefined {
-    return this.index.getBlob(digest.value);
+    const remembered = this.records.get(digest.value);
+    if (remembered) return remembered;
+    const record = this.index.getBlob(digest.value);
+    if (record) this.records.set(digest.value, record);
+    return record;
   }
 
   /**
@@ -157,6 +167,7 @@ export class Cache {
   async storeManifest(entry: { digest: Digest; bytes: Buffer; mediaType: string; children: string[] } & Provenance): Promise<void> {
     await this.store.writeSmall(entry.digest, entry.bytes);
     const known = this.index.getBlob(entry.digest.value) !== undefined;
+    this.records.delete(entry.digest.value);
     this.index.putManifest({ digest: entry.digest.value, size: entry.bytes.length, mediaType: entry.mediaType, children: entry.children, now: Date.now() });
     this.index.linkRepo(entry.upstream, entry.repo, entry.digest.value);
     if (!known) this.grew(entry.bytes.length);
@@ -169,6 +180,7 @@ export class Cache {
   /** Verifies and publishes a fill, then indexes it: bytes first, index second. */
   async commitFill(fill: BlobFill, from: Provenance): Promise<void> {
     await fill.commit(() => {
+      this.records.delete(fill.digest.value);
       this.index.putBlob({ digest: fill.digest.value, size: fill.written, now: Date.now() });
       this.index.linkRepo(from.upstream, from.repo, fill.digest.value);
     });
@@ -188,19 +200,32 @@ export class Cache {
     if (this.isLeased(digest.value)) return false;
     const record = this.index.getBlob(digest.value);
     this.index.removeBlob(digest.value);
+    this.dropRemembered(digest.value, record);
     this.verified.delete(digest.value);
-    this.manifests.delete(digest.value);
     if (record) this.shrank(record.size);
     await this.store.remove(digest);
     return true;
   }
 
   getTag(upstream: string, repo: string, tag: string, acceptKey: string): TagRecord | undefined {
-    return this.index.getTag(upstream, repo, tag, acceptKey);
+    const key = `${upstream}/${repo}:${tag}\n${acceptKey}`;
+    const remembered = this.tags.get(key);
+    if (remembered) return remembered;
+    const record = this.index.getTag(upstream, repo, tag, acceptKey);
+    if (record) this.tags.set(key, record);
+    return record;
   }
 
   putTag(record: TagRecord): void {
     this.index.putTag(record);
+    this.tags.set(`${record.upstream}/${record.repo}:${record.tag}\n${record.acceptKey}`, record);
+  }
+
+  /** Forgets in-memory copies of a removed row; removing a manifest also removed its tags. */
+  private dropRemembered(digest: string, record: BlobRecord | undefined): void {
+    this.records.delete(digest);
+    this.manifests.delete(digest);
+    if (record?.mediaType) this.tags.clear();
   }
 
   close(): void {
@@ -231,8 +256,8 @@ export class Cache {
 
   /** The index lost track of the file (missing on disk): drop the entry. */
   private forget(digest: Digest): void {
-    this.manifests.delete(digest.value);
     const record = this.index.getBlob(digest.value);
+    this.dropRemembered(digest.value, record);
     if (!record) return;
     this.index.removeBlob(digest.value);
     this.shrank(record.size);

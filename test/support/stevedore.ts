@@ -142,7 +142,7 @@ export function runCli(args: string[], timeoutMs = 120_000): Promise<{ code: num
 }
 
 /** Runs `stevedore serve --config <file>` as a child process, as a user would. */
-export async function startMirrorProcess(options: MirrorOptions & { port: number; compiled?: boolean }): Promise<MirrorProcess> {
+export async function startMirrorProcess(options: MirrorOptions & { port: number; compiled?: boolean; nodeArgs?: string[] }): Promise<MirrorProcess> {
   const work = mkdtempSync(join(tmpdir(), 'stevedore-proc-'));
   const dir = options.dir ?? join(work, 'data');
   const configFile = join(work, 'mirror.yml');
@@ -154,7 +154,7 @@ export async function startMirrorProcess(options: MirrorOptions & { port: number
   const out = openSync(logFile, 'a');
   // Benchmarks run the build (`npm run build`), as production does; tests run the sources.
   const entry = options.compiled ? [join(repoRoot, 'dist/cli.js')] : ['--import', 'tsx', join(repoRoot, 'src/cli.ts')];
-  const child = spawn(process.execPath, [...entry, 'serve', '--config', configFile], {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), ...entry, 'serve', '--config', configFile], {
     cwd: repoRoot,
     stdio: ['ignore', out, out],
     env: childEnv(),
