@@ -1,5 +1,5 @@
-// Profiles Stevedore's hot paths with --cpu-prof: manifest GET by tag and blob
-// HEAD at 64 connections, then prints the functions with the most self time.
+// Profiles Stevedore's hot paths with --cpu-prof: manifest GET by tag and small
+// blob GET at 64 connections, then prints the functions with the most self time.
 // Usage: npm run build && tsx scripts/bench/profile-hot.ts [seconds]
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -36,7 +36,7 @@ try {
   await fetch(`${mirror.url}/v2/library/hot/blobs/${image.layers[0]!.digest}`);
   for (const [name, url, method] of [
     ['manifest GET by tag', manifest, 'GET'],
-    ['blob HEAD', `${mirror.url}/v2/library/hot/blobs/${image.layers[0]!.digest}`, 'HEAD'],
+    ['small blob GET', `${mirror.url}/v2/library/hot/blobs/${image.layers[0]!.digest}`, 'GET'],
   ] as const) {
     const result = await autocannon({ url, method, headers, connections: 64, duration: seconds });
     console.log(`${name}: ${Math.round(result.requests.average)} req/s, p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms, errors ${result.errors + result.non2xx}`);
