@@ -8,6 +8,12 @@ export function errorHandler(log: Logger) {
     try {
       await next();
     } catch (err) {
+      if (isClientAbort(err) && (ctx.req.destroyed || ctx.req.socket.destroyed)) {
+        // The client went away mid-request: nothing to answer, nothing wrong here.
+        ctx.state.error = 'client aborted the request';
+        ctx.status = 400;
+        return;
+      }
       const error = toRegistryError(err);
       if (error.status >= 500 && !isRegistryError(err)) {
         log.error({ err, method: ctx.method, path: ctx.path.slice(0, 300) }, 'unexpected error');
@@ -21,6 +27,11 @@ export function errorHandler(log: Logger) {
       ctx.body = error.toJSON();
     }
   };
+}
+
+function isClientAbort(err: unknown): boolean {
+  const { code, message } = err as NodeJS.ErrnoException;
+  return code === 'ECONNRESET' || code === 'ECONNABORTED' || code === 'ERR_STREAM_PREMATURE_CLOSE' || message === 'aborted';
 }
 
 function toRegistryError(err: unknown): RegistryError {

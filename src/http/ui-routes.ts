@@ -25,10 +25,10 @@ export function uiRoutes(): Router {
 
   const router = new Router();
   router.get('/', (ctx) => ctx.redirect('/ui/'));
-  router.get(['/ui/', '/ui/:file'], (ctx) => {
+  router.get(['/ui/', '/ui/:file'], async (ctx, next) => {
     const name = ctx.params.file ?? 'index.html';
     const body = files.get(name);
-    if (!body) return; // falls through to the JSON 404
+    if (!body) return next(); // on to the JSON 404
     ctx.type = TYPES[extname(name)] ?? 'application/octet-stream';
     ctx.set('Cache-Control', 'no-cache');
     ctx.set('Content-Security-Policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:");

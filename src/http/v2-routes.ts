@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import type { Context } from 'koa';
 import Router from '@koa/router';
 import { digestInvalid, loopDetected, nameInvalid, routeUnknown, unsupported } from '../oci/errors.js';
@@ -67,9 +68,9 @@ export function v2Routes(mirror: Mirror, instanceId: string, authorize?: Authori
         return serveBlob(ctx, mirror, target, reference, head);
       case 'tags':
         if (reference !== 'list') throw routeUnknown(ctx.path);
-        return serveTags(ctx, mirror, target, rawName);
+        return serveTags(ctx, mirror, target, rawName, head);
       case 'referrers':
-        return serveReferrers(ctx, mirror, target, reference);
+        return serveReferrers(ctx, mirror, target, reference, head);
     }
   });
 
@@ -112,10 +113,20 @@ async function serveBlob(ctx: Context, mirror: Mirror, target: Target, reference
   if (range) ctx.set('Content-Range', `bytes ${range.start}-${range.end}/${answer.size}`);
 }
 
-async function serveTags(ctx: Context, mirror: Mirror, target: Target, clientName: string): Promise<void> {
+/** Sends a passed-through upstream body, or for HEAD drops it (Koa never reads a HEAD body, so nothing else would). */
+function passBody(ctx: Context, body: Readable, head: boolean): void {
+  if (!head) {
+    ctx.body = body;
+    return;
+  }
+  body.on('error', () => undefined);
+  body.destroy();
+}
+
+async function serveTags(ctx: Context, mirror: Mirror, target: Target, clientName: string, head: boolean): Promise<void> {
   const page = await mirror.tags(target, singleQuery(ctx, 'n'), singleQuery(ctx, 'last'));
   ctx.status = 200;
-  ctx.body = page.body;
+  passBody(ctx, page.body, head);
   ctx.type = 'application/json';
   if (page.nextQuery !== undefined) {
     // Point the next page at this mirror, under the name the client used.
@@ -126,10 +137,10 @@ async function serveTags(ctx: Context, mirror: Mirror, target: Target, clientNam
   }
 }
 
-async function serveReferrers(ctx: Context, mirror: Mirror, target: Target, digest: string): Promise<void> {
+async function serveReferrers(ctx: Context, mirror: Mirror, target: Target, digest: string, head: boolean): Promise<void> {
   const page = await mirror.referrers(target, digest, singleQuery(ctx, 'artifactType'));
   ctx.status = 200;
-  ctx.body = page.body;
+  passBody(ctx, page.body, head);
   ctx.type = 'application/vnd.oci.image.index.v1+json';
   ctx.set(page.headers);
 }

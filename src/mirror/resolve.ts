@@ -69,9 +69,9 @@ export class UpstreamResolver {
   }
 
   private target(upstream: UpstreamRegistry, repo: string, via: readonly string[]): Target {
-    validateRepository(repo);
-    // Docker Hub's official images live under library/.
+    // Docker Hub's official images live under library/; the name the upstream sees is the one to check.
     const normalized = upstream.name === 'docker.io' && !repo.includes('/') ? `library/${repo}` : repo;
+    validateRepository(normalized);
     const policy = this.policies.get(upstream);
     if (policy) {
       if (policy.deny.some((p) => p.test(normalized)) || (policy.allow.length > 0 && !policy.allow.some((p) => p.test(normalized)))) {

@@ -30,13 +30,18 @@ export function parseAccept(header: string | string[] | undefined): string[] {
   return [...types].sort();
 }
 
+/** What a client that names no manifest type gets: today's formats, never schema 1. */
+const MODERN_MANIFEST_TYPES: readonly string[] = [MediaType.ociIndex, MediaType.ociManifest, MediaType.dockerManifestList, MediaType.dockerManifest];
+
 /**
- * The part of an Accept list that matters for manifests: the known manifest
- * types, and a wildcard. It keys the tag cache, so clients cannot mint keys.
+ * The manifest types a client accepts, as asked of the upstream and used to key
+ * the tag cache (so clients cannot mint keys). A client that names none (no
+ * Accept, `*` + `/*`, `application/json`) gets the modern formats: asking an
+ * upstream without them would get a converted schema 1 manifest.
  */
 export function manifestAccept(accepted: readonly string[]): string[] {
-  const known = accepted.filter((type) => MANIFEST_MEDIA_TYPES.includes(type) || type === '*/*');
-  return known.length === accepted.length ? [...accepted] : known;
+  const known = accepted.filter((type) => MANIFEST_MEDIA_TYPES.includes(type));
+  return known.length > 0 ? known : [...MODERN_MANIFEST_TYPES].sort();
 }
 
 /** Whether a response of `mediaType` is acceptable to a client that sent `accepted`. */

@@ -115,6 +115,14 @@ export class UpstreamRegistry {
         const detail = await errorDetail(res.body);
         throw loopDetected(`${endpoint.displayUrl} reported a loop between mirrors${detail ? `: ${detail}` : ''}`);
       }
+      if (res.status === 500 && isJson(res.headers)) {
+        // A registry error about this request (distribution answers some odd
+        // requests with 500), not ill health: it must not let clients open circuits.
+        const detail = await errorDetail(res.body);
+        state.inconclusive();
+        failures.push(`${endpoint.displayUrl} answered 500${detail ? ` (${detail})` : ''}`);
+        continue;
+      }
       if (res.status >= 500) {
         await res.body.dump();
         state.failure(`answered ${res.status}`);
@@ -244,4 +252,8 @@ export function describe(err: unknown): string {
   if (isRegistryError(err)) return err.detail ? String(err.detail) : err.message;
   const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
   return [e.code ?? e.cause?.code, e.message].filter(Boolean).join(' ');
+}
+
+function isJson(headers: ResponseHeaders): boolean {
+  return /^application\/(?:[\w.+-]*\+)?json\b/i.test(header(headers, 'content-type') ?? '');
 }

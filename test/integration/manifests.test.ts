@@ -268,3 +268,37 @@ test('an upstream manifest over the size limit is a 502, and nothing is cached',
     await small.stop();
   }
 });
+
+test('found by the fuzz: HEAD of tags/list answers without crashing; a client naming no manifest type gets a modern manifest; an overlong name after library/ is refused', async () => {
+  const head = await get(`${mirror.url}/v2/acme/many/tags/list`, {}, 'HEAD');
+  assert.equal(head.status, 200);
+  assert.equal(head.body.length, 0);
+  assert.equal((await get(`${mirror.url}/v2/`)).status, 200, 'still serving');
+
+  // No Accept, a wildcard, or only application/json: distribution would convert to schema 1 for such clients.
+  for (const accept of [undefined, '*/*', 'application/json']) {
+    const res = await get(`${mirror.url}/v2/acme/app/manifests/v1`, accept ? { accept } : {});
+    assert.equal(res.status, 200, `Accept: ${accept}`);
+    assert.equal(res.headers['content-type'], app.manifestMediaType);
+    assert.equal(res.headers['docker-content-digest'], app.manifestDigest);
+  }
+
+  hub.resetStats();
+  const long = await get(`${mirror.url}/v2/${'a'.repeat(250)}/manifests/latest`);
+  assert.equal(long.status, 400);
+  assert.equal(json(long).errors?.[0]?.code, 'NAME_INVALID');
+  assert.equal(hub.stats().requests.length, 0, 'never sent upstream');
+});
+
+test('found by the fuzz: upstream 500s with a registry error body are not endpoint failures, so clients cannot open the circuit', async () => {
+  const digestOfLayer = app.layers[0]!.digest;
+  for (let i = 0; i < 5; i++) {
+    // distribution answers a manifest GET for a layer's digest with 500.
+    const res = await get(`${mirror.url}/v2/acme/app/manifests/${digestOfLayer}`, { accept: ALL });
+    assert.ok(res.status >= 400, `status ${res.status}`);
+  }
+  const endpoint = mirror.stevedore.mirror.upstreams()[0]!.endpoints[0]!;
+  assert.equal(endpoint.circuit, 'closed');
+  const fine = await get(`${mirror.url}/v2/acme/multi/manifests/latest`, { accept: ALL });
+  assert.equal(fine.status, 200);
+});

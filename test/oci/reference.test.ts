@@ -67,6 +67,8 @@ test('Accept negotiation never returns an unlisted manifest type', () => {
 test('Accept lists are reduced to manifest types, so clients cannot mint cache keys', async () => {
   const { manifestAccept } = await import('../../src/oci/media-types.js');
   assert.deepEqual(manifestAccept(['application/json', 'application/vnd.oci.image.manifest.v1+json', 'x/evil-1']), ['application/vnd.oci.image.manifest.v1+json']);
-  assert.deepEqual(manifestAccept(['*/*']), ['*/*']);
-  assert.deepEqual(manifestAccept(['application/json']), [], 'no manifest type named: not negotiating');
+  const modern = ['application/vnd.docker.distribution.manifest.list.v2+json', 'application/vnd.docker.distribution.manifest.v2+json', 'application/vnd.oci.image.index.v1+json', 'application/vnd.oci.image.manifest.v1+json'];
+  assert.deepEqual(manifestAccept(['*/*']), modern, 'a wildcard means the modern formats');
+  assert.deepEqual(manifestAccept(['application/json']), modern, 'no manifest type named: the modern formats, not schema 1');
+  assert.deepEqual(manifestAccept([]), modern);
 });
