@@ -11,6 +11,7 @@ import { startMirrorProcess } from '../../test/support/stevedore.js';
 
 interface ProfileNode {
   id: number;
+  children?: number[];
   callFrame: { functionName: string; url: string; lineNumber: number };
 }
 interface Profile {
@@ -58,6 +59,23 @@ if (file) {
     self.set(key, (self.get(key) ?? 0) + 1);
   }
   const total = profile.samples.length;
+  // PROFILE_CALLERS=name prints the call chains that lead to that function.
+  const wanted = process.env.PROFILE_CALLERS;
+  if (wanted) {
+    const parent = new Map<number, number>();
+    for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+    const chains = new Map<string, number>();
+    for (const id of profile.samples) {
+      if (byId.get(id)?.callFrame.functionName !== wanted) continue;
+      const chain: string[] = [];
+      for (let at = parent.get(id); at !== undefined && chain.length < 8; at = parent.get(at)) {
+        const f = byId.get(at)!.callFrame;
+        chain.push(`${f.functionName || '(anonymous)'}@${f.url.split('/').slice(-2).join('/')}:${f.lineNumber + 1}`);
+      }
+      chains.set(chain.join(' < '), (chains.get(chain.join(' < ')) ?? 0) + 1);
+    }
+    for (const [chain, n] of [...chains].sort((a, b) => b[1] - a[1]).slice(0, 5)) console.log(`${n}× ${wanted} < ${chain}`);
+  }
   console.log(`\nself time, top 30 of ${total} samples:`);
   for (const [key, n] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 30)) console.log(`${((100 * n) / total).toFixed(1).padStart(5)}%  ${key}`);
 }

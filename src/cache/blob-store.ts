@@ -15,7 +15,7 @@ export interface BlobStore {
   stat(digest: Digest): Promise<number | undefined>;
   /** Streams a stored blob, or a range of it. */
   openRead(digest: Digest, range?: ByteRange): Readable;
-  readSmall(digest: Digest): Promise<Buffer>;
+  readSmall(digest: Digest, limit?: number): Promise<Buffer>;
   /** Stores small verified content (manifests) durably. */
   writeSmall(digest: Digest, bytes: Buffer): Promise<void>;
   /** Starts writing a blob to temporary space; it becomes visible on commit. */

@@ -17,6 +17,8 @@ import { CorruptBlobError, VerifyingStream } from './verifying-stream.js';
 export { CorruptBlobError };
 
 const READ_CHUNK = 1024 * 1024;
+/** Blobs up to this size (image configs, small layers) are read whole and then served from memory. */
+const SMALL_BLOB = 256 * 1024;
 
 export interface CacheOptions {
   dir: string;
@@ -56,8 +58,8 @@ export class Cache {
   private readonly leases = new Map<string, number>();
   /** Blobs hashed since this process started: first reads re-hash, later ones trust the file. */
   private readonly verified = new Set<string>();
-  /** Verified manifest bytes: a hot tag costs no file read and no hash. */
-  private readonly manifests = new LRUCache<string, Buffer>({ maxSize: 64 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
+  /** Verified small content (manifests, configs, small layers): a hot digest costs no file read and no hash. */
+  private readonly small = new LRUCache<string, Buffer>({ maxSize: 64 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
   /**
    * Index rows the hot path reads on every hit, kept in memory so that a cache
    * hit runs no SQLite query. Every write to a row here drops its copy.
@@ -106,7 +108,11 @@ export class Cache {
    * Streams a cached blob. The file's size is checked against the index before
    * anything is sent; the first full read in this process re-hashes it too.
    */
-  async openBlob(digest: Digest, expectedSize: number, range?: ByteRange): Promise<Readable> {
+  async openBlob(digest: Digest, expectedSize: number, range?: ByteRange): Promise<Readable | Buffer> {
+    if (expectedSize <= SMALL_BLOB) {
+      const bytes = await this.readVerified(digest, expectedSize);
+      return range ? bytes.subarray(range.start, range.end + 1) : bytes;
+    }
     let handle;
     try {
       handle = await open(this.store.pathOf(digest), 'r');
@@ -125,7 +131,8 @@ export class Cache {
     }
     this.access.record(digest.value);
     this.lease(digest.value);
-    const file = handle.createReadStream({ ...range, highWaterMark: READ_CHUNK });
+    const length = range ? range.end - range.start + 1 : size;
+    const file = handle.createReadStream({ ...range, highWaterMark: Math.min(READ_CHUNK, Math.max(64 * 1024, length)) });
     file.once('close', () => this.unlease(digest.value));
     if (range || this.verified.has(digest.value)) return file;
     const verifier = new VerifyingStream(digest, expectedSize, (ok) => {
@@ -142,24 +149,36 @@ export class Cache {
   }
 
   /** Reads a cached manifest and checks its digest (manifests are small). */
-  async readManifest(digest: Digest): Promise<Buffer> {
-    const remembered = this.manifests.get(digest.value);
+  readManifest(digest: Digest): Promise<Buffer> {
+    return this.readVerified(digest);
+  }
+
+  /** Small content, from memory or read whole and hashed; a damaged file is removed (CacheMissError). */
+  private async readVerified(digest: Digest, expectedSize?: number): Promise<Buffer> {
+    const remembered = this.small.get(digest.value);
     if (remembered) {
       this.access.record(digest.value);
       return remembered;
     }
     let bytes: Buffer;
     try {
-      bytes = await this.store.readSmall(digest);
+      bytes = await this.store.readSmall(digest, expectedSize);
     } catch (err) {
-      this.forget(digest);
-      throw new CacheMissError(digest.value, (err as NodeJS.ErrnoException).code ?? 'cannot read');
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EFBIG') await this.quarantine(digest, (err as Error).message);
+      else this.forget(digest);
+      throw new CacheMissError(digest.value, code ?? 'cannot read');
+    }
+    if (expectedSize !== undefined && bytes.length !== expectedSize) {
+      await this.quarantine(digest, `file is ${bytes.length} bytes, index says ${expectedSize}`);
+      throw new CacheMissError(digest.value, `size ${bytes.length} differs from ${expectedSize}`);
     }
     if (digestOf(bytes, digest.algorithm) !== digest.value) {
-      await this.quarantine(digest, 'manifest does not match its digest');
+      await this.quarantine(digest, 'content does not match its digest');
       throw new CacheMissError(digest.value, 'damaged');
     }
-    this.manifests.set(digest.value, bytes);
+    this.verified.add(digest.value);
+    this.small.set(digest.value, bytes);
     this.access.record(digest.value);
     return bytes;
   }
@@ -224,7 +243,7 @@ export class Cache {
   /** Forgets in-memory copies of a removed row; removing a manifest also removed its tags. */
   private dropRemembered(digest: string, record: BlobRecord | undefined): void {
     this.records.delete(digest);
-    this.manifests.delete(digest);
+    this.small.delete(digest);
     if (record?.mediaType) this.tags.clear();
   }
 

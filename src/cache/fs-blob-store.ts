@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -52,8 +52,16 @@ export class FsBlobStore implements BlobStore {
     return createReadStream(this.pathOf(digest), { ...range, highWaterMark: READ_CHUNK });
   }
 
-  readSmall(digest: Digest): Promise<Buffer> {
-    return readFile(this.pathOf(digest));
+  /** Reads a small file whole; a file larger than `limit` is not read (it is damaged) and fails with EFBIG. */
+  async readSmall(digest: Digest, limit = 64 * 1024 * 1024): Promise<Buffer> {
+    const handle = await open(this.pathOf(digest), 'r');
+    try {
+      const { size } = await handle.stat();
+      if (size > limit) throw Object.assign(new Error(`${digest.value} is ${size} bytes, more than ${limit}`), { code: 'EFBIG' });
+      return await handle.readFile();
+    } finally {
+      await handle.close();
+    }
   }
 
   async writeSmall(digest: Digest, bytes: Buffer): Promise<void> {

@@ -13,7 +13,8 @@ export interface BlobAnswer {
   size: number;
   cache: CacheOutcome;
   /** Streams the blob or a range of it; call at most once, for GET only. */
-  open(range?: ByteRange): Promise<Readable>;
+  /** The bytes: a stream, or for small cached blobs the bytes themselves (no stream machinery per request). */
+  open(range?: ByteRange): Promise<Readable | Buffer>;
 }
 
 /** Blobs: served from the cache, or from the one fill in progress for the digest. */
@@ -52,7 +53,7 @@ export class BlobService {
   }
 
   /** The cached file, or, if it turned out missing or damaged, a fresh fill from upstream. */
-  private async openCached(target: Target, digest: Digest, size: number, range?: ByteRange): Promise<Readable> {
+  private async openCached(target: Target, digest: Digest, size: number, range?: ByteRange): Promise<Readable | Buffer> {
     try {
       return await this.cache.openBlob(digest, size, range);
     } catch (err) {
@@ -79,7 +80,7 @@ export class BlobService {
     return { fill, shared };
   }
 
-  private readFill(target: Target, fill: BlobFill, digest: Digest, range?: ByteRange): Readable | Promise<Readable> {
+  private readFill(target: Target, fill: BlobFill, digest: Digest, range?: ByteRange): Readable | Promise<Readable | Buffer> {
     if (fill.state === 'committed') return this.openCached(target, digest, fill.written, range);
     if (fill.state === 'failed') throw unavailable(`fetching ${digest.value} from upstream failed: ${fill.error?.message ?? 'unknown error'}`);
     try {
