@@ -25,10 +25,7 @@ program
       const deadline = setTimeout(() => process.exit(1), config.limits.shutdownGrace * 2 + 10_000);
       deadline.unref();
       stevedore.close().then(
-        () => {
-          log.flush();
-          process.exit(0);
-        },
+        () => log.flush(() => process.exit(0)),
         (err: unknown) => {
           log.error({ err }, 'shutdown failed');
           process.exit(1);

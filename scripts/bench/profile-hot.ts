@@ -26,7 +26,8 @@ const image = await pushImage(registry.url, 'library/hot', 'v1', { format: 'oci'
 const mirror = await startMirrorProcess({
   port: await freePort(),
   compiled: true,
-  nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profiles}`],
+  nodeArgs: process.env.PROFILE_OFF ? [] : ['--cpu-prof', `--cpu-prof-dir=${profiles}`],
+  extra: process.env.PROFILE_LOGLEVEL ? { logLevel: process.env.PROFILE_LOGLEVEL } : undefined,
   upstreams: [{ registry: 'docker.io', url: registry.url }],
   cache: { tagTtl: '1h' },
 });

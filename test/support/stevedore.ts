@@ -148,7 +148,7 @@ export async function startMirrorProcess(options: MirrorOptions & { port: number
   const configFile = join(work, 'mirror.yml');
   const raw = rawConfig(options, dir);
   raw.listen = `127.0.0.1:${options.port}`;
-  raw.logLevel = 'info';
+  raw.logLevel = (options.extra?.logLevel as string | undefined) ?? 'info';
   writeFileSync(configFile, stringify(raw));
   const logFile = join(work, 'stevedore.log');
   const out = openSync(logFile, 'a');
