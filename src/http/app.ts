@@ -40,10 +40,11 @@ export function createApp({ core, log, adminToken, audit, auth }: AppDeps): Koa 
   app.use(requestLog(log, metrics, audit));
   app.use(errorHandler(log));
   if (auth) app.use(clientAuth(auth.verifier, auth.realm));
+  // The registry API is the hot path: it goes first, so its requests never pass the other routers.
+  app.use(v2.routes());
   app.use(ops.routes());
   app.use(uiRoutes().routes());
   app.use(adminRoutes(core, adminToken).routes());
-  app.use(v2.routes());
   app.use((ctx) => {
     throw routeUnknown(ctx.path);
   });
