@@ -16,7 +16,7 @@ const MiB = 1024 * 1024;
 const size = Number(process.argv[2] ?? 1024) * MiB;
 const registry = await startRegistry();
 const blob = await pushBlob(registry.url, 'library/big', { size, seed: 'warm-probe' });
-const mirror = await startMirrorProcess({ port: await freePort(), compiled: true, upstreams: [{ registry: 'docker.io', url: registry.url, timeouts: { body: '300s' } }] });
+const mirror = await startMirrorProcess({ port: await freePort(), compiled: true, nodeArgs: process.env.PROBE_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROBE_PROFILE_DIR}`] : [], upstreams: [{ registry: 'docker.io', url: registry.url, timeouts: { body: '300s' } }] });
 const hex = blob.digest.slice(7);
 await fetch(`${mirror.url}/v2/library/big/blobs/${blob.digest}`).then((r) => r.arrayBuffer());
 // nginx's workers run unprivileged: give them a world-readable copy of the cached file.

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Context } from 'koa';
 import Router from '@koa/router';
+import { LRUCache } from 'lru-cache';
 import { digestInvalid, loopDetected, nameInvalid, routeUnknown, unsupported } from '../oci/errors.js';
 import { VIA_HEADER } from '../oci/headers.js';
 import { manifestAccept, parseAccept } from '../oci/media-types.js';
@@ -22,6 +23,20 @@ const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|tags|referrers)\/([^/]+)$/;
 
 /** Decides whether the request's user may pull the target; throws DENIED if not. */
 export type Authorize = (user: string | undefined, target: Target) => void;
+
+/** Clients send the same few Accept headers over and over: parse each once. */
+const acceptCache = new LRUCache<string, string[]>({ max: 512 });
+
+function acceptedManifests(header: string | string[] | undefined): string[] {
+  const raw = Array.isArray(header) ? header.join(',') : (header ?? '');
+  if (raw.length > 2048) return manifestAccept(parseAccept(raw));
+  let types = acceptCache.get(raw);
+  if (!types) {
+    types = manifestAccept(parseAccept(raw));
+    acceptCache.set(raw, types);
+  }
+  return types;
+}
 
 /** Translates the /v2 pull API between HTTP and the mirror; policy comes in through `authorize`. */
 export function v2Routes(mirror: Mirror, instanceId: string, authorize?: Authorize): Router {
@@ -81,7 +96,7 @@ async function serveManifest(ctx: Context, mirror: Mirror, target: Target, refer
   const log = ctx.state as RequestLogFields;
   log.reference = reference;
   if (!reference.includes(':')) validateTag(reference);
-  const answer = await mirror.manifest(target, reference, manifestAccept(parseAccept(ctx.headers.accept)), head);
+  const answer = await mirror.manifest(target, reference, acceptedManifests(ctx.headers.accept), head);
   log.cache = answer.cache;
   log.digest = answer.digest;
   ctx.status = 200;

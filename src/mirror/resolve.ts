@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import { denied, nameInvalid, nameUnknown } from '../oci/errors.js';
 import { looksLikeRegistryHost, MAX_NAME_LENGTH, validateRepository } from '../oci/reference.js';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.js';
@@ -33,6 +34,8 @@ interface Policy {
 export class UpstreamResolver {
   private readonly byName = new Map<string, UpstreamRegistry>();
   private readonly policies = new Map<UpstreamRegistry, Policy>();
+  /** Names clients asked for, resolved and validated: a hot image costs no grammar checks. */
+  private readonly resolved = new LRUCache<string, { upstream: UpstreamRegistry; repo: string }>({ max: 10_000 });
 
   constructor(
     upstreams: readonly UpstreamEntry[],
@@ -45,6 +48,15 @@ export class UpstreamResolver {
   }
 
   resolve(name: string, ns: string | undefined, via: readonly string[]): Target {
+    const key = `${ns ?? ''}\n${name}`;
+    const known = this.resolved.get(key);
+    if (known) return { upstream: known.upstream, registry: known.upstream.name, repo: known.repo, via };
+    const target = this.resolveName(name, ns, via);
+    this.resolved.set(key, { upstream: target.upstream, repo: target.repo });
+    return target;
+  }
+
+  private resolveName(name: string, ns: string | undefined, via: readonly string[]): Target {
     if (name.length > MAX_NAME_LENGTH) throw nameInvalid(`repository name longer than ${MAX_NAME_LENGTH} characters`);
     const slash = name.indexOf('/');
     const first = slash > 0 ? name.slice(0, slash) : '';
