@@ -211,7 +211,8 @@ export async function startStevedore(config: Config, log: Logger): Promise<Steve
     verifier = config.auth.htpasswd ? new HtpasswdVerifier(config.auth.htpasswd) : undefined;
     const audit = config.auditLog ? createLogger('info', config.auditLog) : undefined;
     const auth = verifier ? { verifier, realm: config.auth.realm, access: config.auth.access } : undefined;
-    const app = createApp({ core, log, adminToken: config.admin.token, audit, auth });
+    const offload = config.offload.header ? config.offload : undefined;
+    const app = createApp({ core, log, adminToken: config.admin.token, audit, auth, offload });
     servers.push(createServer(app, config.limits, tls));
     if (tls && config.tls.plainListen) servers.push(createServer(app, config.limits));
     await listen(servers[0]!, parseListen(config.listen));

@@ -60,9 +60,9 @@ export function startPeer(hubUrl: string, username: string, password: string): P
   return startRegistry({ proxy: { remoteurl: hubUrl, username, password } });
 }
 
-export function startStevedore(hubUrl: string, username: string, password: string): Promise<MirrorProcess> {
+export function startStevedore(hubUrl: string, username: string, password: string, extra?: Record<string, unknown>): Promise<MirrorProcess> {
   return freePort().then((port) =>
-    startMirrorProcess({ port, compiled: true, upstreams: [{ registry: 'docker.io', url: hubUrl, username, password, timeouts: { body: '300s' } }] }),
+    startMirrorProcess({ port, compiled: true, extra, upstreams: [{ registry: 'docker.io', url: hubUrl, username, password, timeouts: { body: '300s' } }] }),
   );
 }
 

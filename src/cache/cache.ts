@@ -1,6 +1,6 @@
 import { mkdir, open, stat } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
-import { join } from 'node:path';
+import { join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { digestOf, type Digest } from '../oci/digest.js';
 import { AccessRecorder } from './access-recorder.js';
@@ -142,6 +142,13 @@ export class Cache {
     file.on('error', (err) => verifier.destroy(err));
     verifier.once('close', () => file.destroy());
     return file.pipe(verifier);
+  }
+
+  /** The blob's path under the cache directory if this process has verified its bytes (and counts the access), else undefined. */
+  verifiedFile(digest: Digest): string | undefined {
+    if (!this.verified.has(digest.value)) return undefined;
+    this.access.record(digest.value);
+    return relative(this.dir, this.store.pathOf(digest)).split(sep).join('/');
   }
 
   recordAccess(digest: Digest): void {

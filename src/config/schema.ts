@@ -172,6 +172,17 @@ export const configSchema = z.strictObject({
     .prefault({})
     .refine((t) => (t.cert === '') === (t.key === ''), { message: 'set both cert and key, or neither' })
     .refine((t) => t.cert !== '' || t.plainListen === '', { message: 'plainListen only applies when cert and key are set' }),
+  /**
+   * Let a front server (nginx) send verified cached blobs with sendfile:
+   * Stevedore answers with `header` naming the file under `prefix`.
+   */
+  offload: z
+    .strictObject({
+      header: z.enum(['', 'X-Accel-Redirect']).default(''),
+      prefix: z.string().regex(/^\/[A-Za-z0-9._\/-]*\/$/, 'an absolute path ending in /, such as /_stevedore/').default('/_stevedore/'),
+      minSize: size('1MiB'),
+    })
+    .prefault({}),
   /** Bounds on what clients may cost the server. */
   limits: z
     .strictObject({

@@ -10,7 +10,7 @@ import type { HtpasswdVerifier } from './htpasswd.js';
 import { errorHandler } from './error-handler.js';
 import { requestLog } from './request-log.js';
 import { uiRoutes } from './ui-routes.js';
-import { v2Routes } from './v2-routes.js';
+import { v2Routes, type Offload } from './v2-routes.js';
 
 export interface AppDeps {
   core: AdminDeps & { mirror: Mirror; instanceId: string; metrics: Metrics };
@@ -19,16 +19,18 @@ export interface AppDeps {
   adminToken: string;
   /** Where audit lines of pulls go, when enabled. */
   audit?: Logger;
+  /** Blob hits sent by a front server, when configured. */
+  offload?: Offload;
   /** Client authentication on /v2, when configured. */
   auth?: { verifier: HtpasswdVerifier; realm: string; access: readonly AccessRule[] };
 }
 
-export function createApp({ core, log, adminToken, audit, auth }: AppDeps): Koa {
+export function createApp({ core, log, adminToken, audit, auth, offload }: AppDeps): Koa {
   const { mirror, instanceId, metrics } = core;
   const app = new Koa();
   app.silent = true; // errors are logged by our own middleware
   const rules = auth ? new AccessRules(auth.access) : undefined;
-  const v2 = v2Routes(mirror, instanceId, rules ? (user, target) => rules.check(user ?? '', target) : undefined);
+  const v2 = v2Routes(mirror, instanceId, rules ? (user, target) => rules.check(user ?? '', target) : undefined, offload);
   const ops = new Router();
   ops.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok', fillsInProgress: mirror.fills.inProgress };

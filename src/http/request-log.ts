@@ -15,6 +15,8 @@ export interface RequestLogFields {
   error?: unknown;
   /** The authenticated user, when client auth is on. */
   user?: string;
+  /** A front server sent the body (offload). */
+  offloaded?: boolean;
 }
 
 /** Route labels come from a fixed set: a label per unknown path would let anyone grow /metrics. */
@@ -67,6 +69,7 @@ export function requestLog(log: Logger, metrics: Metrics, audit: Logger | undefi
           ms: Math.round(ms),
           client: ctx.ip,
           user: fields.user,
+          offloaded: fields.offloaded,
           aborted: !finished || undefined,
           error: fields.error,
         },

@@ -21,6 +21,13 @@ const API_VERSION = {
 /** `/v2/<name>/<kind>/<reference>`; the name is greedy, so it may contain `/manifests/`. */
 const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|tags|referrers)\/([^/]+)$/;
 
+/** Blob hits a front server sends instead of Node: the header to answer with, and where its files live. */
+export interface Offload {
+  header: string;
+  prefix: string;
+  minSize: number;
+}
+
 /** Decides whether the request's user may pull the target; throws DENIED if not. */
 export type Authorize = (user: string | undefined, target: Target) => void;
 
@@ -39,7 +46,7 @@ function acceptedManifests(header: string | string[] | undefined): string[] {
 }
 
 /** Translates the /v2 pull API between HTTP and the mirror; policy comes in through `authorize`. */
-export function v2Routes(mirror: Mirror, instanceId: string, authorize?: Authorize): Router {
+export function v2Routes(mirror: Mirror, instanceId: string, authorize?: Authorize, offload?: Offload): Router {
   const router = new Router();
 
   router.use('/v2', async (ctx, next) => {
@@ -80,7 +87,7 @@ export function v2Routes(mirror: Mirror, instanceId: string, authorize?: Authori
       case 'manifests':
         return serveManifest(ctx, mirror, target, reference, head);
       case 'blobs':
-        return serveBlob(ctx, mirror, target, reference, head);
+        return serveBlob(ctx, mirror, target, reference, head, offload);
       case 'tags':
         if (reference !== 'list') throw routeUnknown(ctx.path);
         return serveTags(ctx, mirror, target, rawName, head);
@@ -109,11 +116,20 @@ async function serveManifest(ctx: Context, mirror: Mirror, target: Target, refer
   });
 }
 
-async function serveBlob(ctx: Context, mirror: Mirror, target: Target, reference: string, head: boolean): Promise<void> {
+async function serveBlob(ctx: Context, mirror: Mirror, target: Target, reference: string, head: boolean, offload?: Offload): Promise<void> {
   const log = ctx.state as RequestLogFields;
   log.digest = reference;
   const answer = await mirror.blob(target, reference, head);
   log.cache = answer.cache;
+  const file = offload && !head && answer.size >= offload.minSize ? answer.verifiedFile?.() : undefined;
+  if (offload && file) {
+    // The front server sends the file (and any Range of it); only verified bytes are handed over.
+    log.offloaded = true;
+    ctx.status = 200;
+    ctx.set({ [offload.header]: `${offload.prefix}${file}`, 'Docker-Content-Digest': answer.digest, 'Content-Type': 'application/octet-stream' });
+    ctx.body = '';
+    return;
+  }
   const range = requestedRange(ctx.get('Range') || undefined, answer.size);
   const length = range ? range.end - range.start + 1 : answer.size;
   ctx.status = range ? 206 : 200;

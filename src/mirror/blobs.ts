@@ -12,9 +12,13 @@ export interface BlobAnswer {
   digest: string;
   size: number;
   cache: CacheOutcome;
-  /** Streams the blob or a range of it; call at most once, for GET only. */
-  /** The bytes: a stream, or for small cached blobs the bytes themselves (no stream machinery per request). */
+  /**
+   * Streams the blob or a range of it; call at most once, for GET only. Small
+   * cached blobs come as the bytes themselves (no stream machinery per request).
+   */
   open(range?: ByteRange): Promise<Readable | Buffer>;
+  /** For a cache hit this process has verified: the file, relative to the cache directory, for a front server to send. */
+  verifiedFile?: () => string | undefined;
 }
 
 /** Blobs: served from the cache, or from the one fill in progress for the digest. */
@@ -29,7 +33,13 @@ export class BlobService {
     const record = this.cache.lookupBlob(digest);
     if (record) {
       if (head) this.cache.recordAccess(digest);
-      return { digest: digest.value, size: record.size, cache: 'hit', open: (range) => this.openCached(target, digest, record.size, range) };
+      return {
+        digest: digest.value,
+        size: record.size,
+        cache: 'hit',
+        open: (range) => this.openCached(target, digest, record.size, range),
+        verifiedFile: () => this.cache.verifiedFile(digest),
+      };
     }
     const running = this.fills.current(digest);
     if (head && !running) {
