@@ -122,13 +122,26 @@ export class BlobFill extends EventEmitter {
     if (this.expectedSize !== undefined && this.written + length > this.expectedSize) {
       throw new SizeMismatchError(this.expectedSize, this.written + length);
     }
-    if (!this.spill) await this.writeToDisk(chunks, length);
     if (this.spill) {
       await this.keepInMemory(chunks, length);
-    } else {
-      this.recent.push(chunks, length);
-      this.recent.keepLast(RECENT_LIMIT);
+      this.expose(chunks, length);
+      return;
     }
+    // Readers take these bytes from memory at once; the disk write runs behind
+    // them, so a slow disk delays the cache, not the clients.
+    this.recent.push(chunks, length);
+    this.expose(chunks, length);
+    await this.writeToDisk(chunks, length);
+    if (this.spill) {
+      // The disk filled up on this batch: it continues in the spill buffer, which starts where the file ends.
+      await this.keepInMemory(chunks, length);
+      return;
+    }
+    this.recent.keepLast(RECENT_LIMIT);
+  }
+
+  /** Hashes received bytes and lets readers have them. */
+  private expose(chunks: Buffer[], length: number): void {
     for (const chunk of chunks) this.hash.update(chunk);
     this.written += length;
     this.emit('progress');
