@@ -6,15 +6,15 @@
  * ctr runs inside the same namespace (nsenter), because ctr, not the daemon, does the fetching.
  */
 import { spawn } from 'node:child_process';
-import { constants as fsConstants } from 'node:fs';
 import * as fsSync from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { findClosedPort } from './dockerd.js';
+import { guardNamespace, kill, mountNamespaceUnavailable, run, sleep, stopAll, waitGone, which, type CommandResult } from './namespace-procs.js';
 
 export type Snapshotter = 'overlayfs' | 'native';
 
-export interface CtrResult { code: number; stdout: string; stderr: string }
+export type CtrResult = CommandResult;
 
 export interface ContainerdHandle {
   pid: number; // containerd itself
@@ -55,16 +55,6 @@ const NS_SCRIPT = [
   'exec "$@"',
 ].join('\n');
 
-/** f(), or undefined when it throws: /proc entries and files vanish under our feet. */
-function attempt<T>(f: () => T): T | undefined {
-  try {
-    return f();
-  } catch {
-    return undefined;
-  }
-}
-const which = (name: string): string | undefined =>
-  ['/usr/bin/', '/usr/sbin/', '/bin/', '/sbin/'].map((d) => d + name).find((p) => attempt(() => fsSync.accessSync(p, fsConstants.X_OK) ?? true));
 const BIN = { containerd: which('containerd'), ctr: which('ctr'), unshare: which('unshare'), nsenter: which('nsenter') };
 const bin = (name: keyof typeof BIN): string => BIN[name] ?? name;
 
@@ -73,56 +63,7 @@ export async function containerdUnavailableReason(): Promise<string | null> {
   if (process.platform !== 'linux') return `containerd harness needs Linux (platform is ${process.platform})`;
   if (process.getuid?.() !== 0) return 'containerd harness needs root (mount namespaces, containerd)';
   for (const [name, at] of Object.entries(BIN)) if (!at) return `${name} not installed`;
-  const r = await run(bin('unshare'), ['--mount', '--propagation', 'private', '--', 'true'], process.env, 10_000);
-  return r.code === 0 ? null : `cannot create a mount namespace: ${r.stderr.trim()}`;
-}
-
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<CtrResult> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const errb: Buffer[] = [];
-    child.stdout?.on('data', (d: Buffer) => out.push(d));
-    child.stderr?.on('data', (d: Buffer) => errb.push(d));
-    let failed = 0;
-    const timer = setTimeout(() => {
-      failed = 124;
-      errb.push(Buffer.from(`\n[harness] ${cmd} timed out after ${timeoutMs} ms`));
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.once('error', (err) => {
-      failed ||= 127; // 'close' still follows a spawn error
-      errb.push(Buffer.from(String(err)));
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: failed || (code ?? 128), stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(errb).toString('utf8') });
-    });
-  });
-}
-
-// ---- /proc: a process is identified by PID + start time, so a reused PID is never signalled
-interface Proc {
-  pid: number;
-  start: string;
-}
-function proc(pid: number): Proc | undefined {
-  const stat = attempt(() => fsSync.readFileSync(`/proc/${pid}/stat`, 'utf8')) ?? '';
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // comm may contain ') '
-  return stat && rest[0] !== 'Z' ? { pid, start: rest[19] ?? '' } : undefined;
-}
-const mntNs = (pid: number): string | undefined => attempt(() => fsSync.readlinkSync(`/proc/${pid}/ns/mnt`));
-function inNamespace(ns: string | undefined): Proc[] {
-  if (!ns || ns === mntNs(process.pid)) return []; // never match our own namespace
-  return fsSync.readdirSync('/proc').filter((e) => /^\d+$/.test(e) && mntNs(Number(e)) === ns)
-    .map((e) => proc(Number(e))).filter((p): p is Proc => p !== undefined);
-}
-const alive = (p: Proc): boolean => proc(p.pid)?.start === p.start;
-const kill = (p: Proc, sig: NodeJS.Signals): void => void (alive(p) && attempt(() => process.kill(p.pid, sig)));
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-async function waitGone(procs: Proc[], ms: number): Promise<boolean> {
-  for (const deadline = Date.now() + ms; Date.now() < deadline; await sleep(50)) if (!procs.some(alive)) return true;
-  return !procs.some(alive);
+  return mountNamespaceUnavailable(bin('unshare'));
 }
 
 export async function startContainerd(opts: StartContainerdOptions = {}): Promise<ContainerdHandle> {
@@ -175,36 +116,11 @@ export async function startContainerd(opts: StartContainerdOptions = {}): Promis
   const pid = child.pid ?? -1;
 
   // Remember the namespace and its processes while they live, for cleanup after containerd dies.
-  let ns: string | undefined;
-  const known = new Map<number, Proc>();
-  const remember = (): void => {
-    const self = proc(pid);
-    if (self) known.set(pid, self);
-    const n = mntNs(pid);
-    if (!ns && n && n !== mntNs(process.pid)) ns = n;
-    for (const p of inNamespace(ns)) known.set(p.pid, p);
-  };
-  let stopped = false;
-  const onExit = (): void => {
-    if (stopped) return;
-    stopped = true;
-    remember();
-    for (const p of known.values()) kill(p, 'SIGKILL');
-    attempt(() => fsSync.rmSync(baseDir, { recursive: true, force: true }));
-  };
-  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  const onSignal = (sig: NodeJS.Signals): void => {
-    onExit();
-    if (process.listenerCount(sig) === 0) process.kill(process.pid, sig); // keep the default behaviour
-  };
-  process.once('exit', onExit);
-  for (const s of signals) process.once(s, onSignal);
+  const guard = guardNamespace(pid, baseDir);
+  const { known, remember } = guard;
 
   const stop = async (): Promise<void> => {
-    if (stopped) return;
-    stopped = true;
-    process.removeListener('exit', onExit);
-    for (const s of signals) process.removeListener(s, onSignal);
+    if (!guard.release()) return;
     remember();
     const self = known.get(pid);
     if (!exited && self) {
@@ -212,11 +128,7 @@ export async function startContainerd(opts: StartContainerdOptions = {}): Promis
       if (!(await waitGone([self], 10_000))) kill(self, 'SIGKILL');
       await Promise.race([exitPromise, sleep(5_000)]);
     }
-    remember(); // stray ctr processes
-    const left = [...known.values()].filter(alive);
-    for (const p of left) kill(p, 'SIGTERM');
-    if (!(await waitGone(left, 5_000))) for (const p of left) kill(p, 'SIGKILL');
-    await waitGone(left, 5_000);
+    await stopAll(guard); // stray ctr processes
     // its mounts were private to the namespace and died with it
     await fs.rm(baseDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
   };
@@ -245,6 +157,6 @@ export async function startContainerd(opts: StartContainerdOptions = {}): Promis
   return {
     pid, address, baseDir, proxyPort, ctr, stop, snapshotter,
     logs: () => logBuf,
-    namespacePids: () => inNamespace(ns).map((p) => p.pid),
+    namespacePids: guard.pids,
   };
 }

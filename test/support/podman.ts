@@ -9,16 +9,16 @@
  * for loopback, and its graph root, run root, libpod tmpdir, TMPDIR (image copies) and HOME in one temp dir.
  */
 import { spawn } from 'node:child_process';
-import { constants as fsConstants } from 'node:fs';
 import * as fsSync from 'node:fs';
 import * as fs from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { findClosedPort } from './dockerd.js';
+import { guardNamespace, mountNamespaceUnavailable, run, sleep, stopAll, which, type CommandResult } from './namespace-procs.js';
 
 export type PodmanStorageDriver = 'overlay' | 'vfs';
 
-export interface PodmanResult { code: number; stdout: string; stderr: string }
+export type PodmanResult = CommandResult;
 
 export interface PodmanHandle {
   /** The namespace holder; podman commands come and go. */
@@ -80,15 +80,6 @@ const NS_SCRIPT = [
   'exec "$@"',
 ].join('\n');
 
-function attempt<T>(f: () => T): T | undefined {
-  try {
-    return f();
-  } catch {
-    return undefined;
-  }
-}
-const which = (name: string): string | undefined =>
-  ['/usr/bin/', '/usr/sbin/', '/bin/', '/sbin/'].map((d) => d + name).find((p) => attempt(() => fsSync.accessSync(p, fsConstants.X_OK) ?? true));
 const BIN = { podman: which('podman'), unshare: which('unshare'), nsenter: which('nsenter'), sleep: which('sleep') };
 const bin = (name: keyof typeof BIN): string => BIN[name] ?? name;
 
@@ -100,53 +91,7 @@ export async function podmanUnavailableReason(): Promise<string | null> {
   // Never created on the host: the namespace only covers it.
   if (!fsSync.existsSync('/etc/containers')) return '/etc/containers missing (containers-common not installed)';
   if (tmpdir().startsWith('/run/') || tmpdir() === '/run') return `tmpdir() ${tmpdir()} is under /run, which the namespace hides; set TMPDIR`;
-  const r = await run(bin('unshare'), ['--mount', '--propagation', 'private', '--', 'true'], process.env, 10_000);
-  return r.code === 0 ? null : `cannot create a mount namespace: ${r.stderr.trim()}`;
-}
-
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<PodmanResult> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const errb: Buffer[] = [];
-    child.stdout?.on('data', (d: Buffer) => out.push(d));
-    child.stderr?.on('data', (d: Buffer) => errb.push(d));
-    let failed = 0;
-    const timer = setTimeout(() => {
-      failed = 124;
-      errb.push(Buffer.from(`\n[harness] ${cmd} ${args.slice(-3).join(' ')} timed out after ${timeoutMs} ms`));
-      if (child.pid !== undefined) attempt(() => process.kill(child.pid as number, 'SIGKILL'));
-    }, timeoutMs);
-    child.once('error', (err) => {
-      failed ||= 127; // 'close' still follows a spawn error
-      errb.push(Buffer.from(String(err)));
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: failed || (code ?? 128), stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(errb).toString('utf8') });
-    });
-  });
-}
-
-// ---- /proc: a process is identified by PID + start time, so a reused PID is never signalled
-interface Proc { pid: number; start: string }
-function proc(pid: number): Proc | undefined {
-  const stat = attempt(() => fsSync.readFileSync(`/proc/${pid}/stat`, 'utf8')) ?? '';
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return stat && rest[0] !== 'Z' ? { pid, start: rest[19] ?? '' } : undefined;
-}
-const mntNs = (pid: number): string | undefined => attempt(() => fsSync.readlinkSync(`/proc/${pid}/ns/mnt`));
-function inNamespace(ns: string | undefined): Proc[] {
-  if (!ns || ns === mntNs(process.pid)) return []; // never match our own namespace
-  return fsSync.readdirSync('/proc').filter((e) => /^\d+$/.test(e) && mntNs(Number(e)) === ns)
-    .map((e) => proc(Number(e))).filter((p): p is Proc => p !== undefined);
-}
-const alive = (p: Proc): boolean => proc(p.pid)?.start === p.start;
-const kill = (p: Proc, sig: NodeJS.Signals): void => void (alive(p) && attempt(() => process.kill(p.pid, sig)));
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-async function waitGone(procs: Proc[], ms: number): Promise<boolean> {
-  for (const deadline = Date.now() + ms; Date.now() < deadline; await sleep(50)) if (!procs.some(alive)) return true;
-  return !procs.some(alive);
+  return mountNamespaceUnavailable(bin('unshare'));
 }
 
 async function writeConfigs(base: string, driver: PodmanStorageDriver, registriesConf: string): Promise<void> {
@@ -210,48 +155,19 @@ export async function startPodman(opts: StartPodmanOptions): Promise<PodmanHandl
   });
   const holderPid = child.pid ?? -1;
 
-  let ns: string | undefined;
-  const known = new Map<number, Proc>();
-  const remember = (): void => {
-    const self = proc(holderPid);
-    if (self) known.set(holderPid, self);
-    const n = mntNs(holderPid);
-    if (!ns && n && n !== mntNs(process.pid)) ns = n;
-    for (const p of inNamespace(ns)) known.set(p.pid, p);
-  };
-  let stopped = false;
-  const onExit = (): void => {
-    if (stopped) return;
-    stopped = true;
-    remember();
-    for (const p of known.values()) kill(p, 'SIGKILL');
-    attempt(() => fsSync.rmSync(baseDir, { recursive: true, force: true }));
-  };
-  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  const onSignal = (sig: NodeJS.Signals): void => {
-    onExit();
-    if (process.listenerCount(sig) === 0) process.kill(process.pid, sig); // keep the default behaviour
-  };
-  process.once('exit', onExit);
-  for (const s of signals) process.once(s, onSignal);
+  const guard = guardNamespace(holderPid, baseDir);
+  const { remember } = guard;
 
   const stop = async (): Promise<void> => {
-    if (stopped) return;
-    stopped = true;
-    process.removeListener('exit', onExit);
-    for (const s of signals) process.removeListener(s, onSignal);
-    remember();
-    const left = [...known.values()].filter(alive);
-    for (const p of left) kill(p, 'SIGTERM');
-    if (!(await waitGone(left, 5_000))) for (const p of left) kill(p, 'SIGKILL');
-    await waitGone(left, 5_000);
+    if (!guard.release()) return;
+    await stopAll(guard);
     // every mount (tmpfs, binds, overlay image mounts) was private to the namespace and died with it
     await fs.rm(baseDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
   };
 
   for (const deadline = Date.now() + 10_000; !exited && !holderOut.includes('stevedore-namespace-ready') && Date.now() < deadline;) await sleep(20);
   remember();
-  if (exited || !holderOut.includes('stevedore-namespace-ready') || !ns) {
+  if (exited || !holderOut.includes('stevedore-namespace-ready') || !guard.namespace()) {
     await stop();
     throw new Error(`podman namespace did not come up:\n${holderOut}`);
   }
@@ -284,6 +200,6 @@ export async function startPodman(opts: StartPodmanOptions): Promise<PodmanHandl
       return driver;
     },
     nsPath: (p: string) => path.join(`/proc/${holderPid}/root`, p),
-    namespacePids: () => inNamespace(ns).map((p) => p.pid),
+    namespacePids: guard.pids,
   };
 }
