@@ -1,4 +1,3 @@
-import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { BlobFill } from './blob-fill.js';
 
@@ -11,10 +10,6 @@ export type { ByteRange };
  * object store can implement the same seam. Metadata lives in the index, not here.
  */
 export interface BlobStore {
-  /** Size in bytes of a stored blob, or undefined when absent. */
-  stat(digest: Digest): Promise<number | undefined>;
-  /** Streams a stored blob, or a range of it. */
-  openRead(digest: Digest, range?: ByteRange): Readable;
   readSmall(digest: Digest, limit?: number): Promise<Buffer>;
   /** Stores small verified content (manifests) durably. */
   writeSmall(digest: Digest, bytes: Buffer): Promise<void>;

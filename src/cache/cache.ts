@@ -1,6 +1,6 @@
 import { mkdir, open, stat } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
-import { join, relative, sep } from 'node:path';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { digestOf, type Digest } from '../oci/digest.js';
 import { AccessRecorder } from './access-recorder.js';
@@ -65,7 +65,16 @@ export class Cache {
    * hit runs no SQLite query. Every write to a row here drops its copy.
    */
   private readonly records = new LRUCache<string, BlobRecord>({ max: 100_000 });
-  private readonly tags = new LRUCache<string, TagRecord>({ max: 100_000 });
+  private readonly tags = new LRUCache<string, TagRecord>({
+    max: 100_000,
+    dispose: (record, key) => {
+      const keys = this.tagKeysByDigest.get(record.digest);
+      keys?.delete(key);
+      if (keys?.size === 0) this.tagKeysByDigest.delete(record.digest);
+    },
+  });
+  /** Which remembered tags point at a manifest, so removing it forgets just those. */
+  private readonly tagKeysByDigest = new Map<string, Set<string>>();
   /** Called after a commit, so a quota can be enforced promptly. */
   onGrow: (() => void) | undefined;
 
@@ -144,11 +153,21 @@ export class Cache {
     return file.pipe(verifier);
   }
 
-  /** The blob's path under the cache directory if this process has verified its bytes (and counts the access), else undefined. */
-  verifiedFile(digest: Digest): string | undefined {
+  /**
+   * The blob's path below the cache directory, for a front server to send, if
+   * this process has verified its bytes and the file is still there at its
+   * indexed size (else the record is dropped and the caller serves it itself).
+   */
+  async verifiedFile(digest: Digest, expectedSize: number): Promise<string | undefined> {
     if (!this.verified.has(digest.value)) return undefined;
+    const size = await stat(this.store.pathOf(digest)).then((s) => s.size, () => undefined);
+    if (size !== expectedSize) {
+      if (size === undefined) this.forget(digest);
+      else await this.quarantine(digest, `file is ${size} bytes, index says ${expectedSize}`);
+      return undefined;
+    }
     this.access.record(digest.value);
-    return relative(this.dir, this.store.pathOf(digest)).split(sep).join('/');
+    return this.store.relativePathOf(digest);
   }
 
   recordAccess(digest: Digest): void {
@@ -226,7 +245,7 @@ export class Cache {
     if (this.isLeased(digest.value)) return false;
     const record = this.index.getBlob(digest.value);
     this.index.removeBlob(digest.value);
-    this.dropRemembered(digest.value, record);
+    this.dropRemembered(digest.value);
     this.verified.delete(digest.value);
     if (record) this.shrank(record.size);
     await this.store.remove(digest);
@@ -234,24 +253,33 @@ export class Cache {
   }
 
   getTag(upstream: string, repo: string, tag: string, acceptKey: string): TagRecord | undefined {
-    const key = `${upstream}/${repo}:${tag}\n${acceptKey}`;
-    const remembered = this.tags.get(key);
+    const remembered = this.tags.get(tagKey(upstream, repo, tag, acceptKey));
     if (remembered) return remembered;
     const record = this.index.getTag(upstream, repo, tag, acceptKey);
-    if (record) this.tags.set(key, record);
+    if (record) this.rememberTag(record);
     return record;
   }
 
   putTag(record: TagRecord): void {
     this.index.putTag(record);
-    this.tags.set(`${record.upstream}/${record.repo}:${record.tag}\n${record.acceptKey}`, record);
+    this.rememberTag(record);
   }
 
-  /** Forgets in-memory copies of a removed row; removing a manifest also removed its tags. */
-  private dropRemembered(digest: string, record: BlobRecord | undefined): void {
+  private rememberTag(record: TagRecord): void {
+    const key = tagKey(record.upstream, record.repo, record.tag, record.acceptKey);
+    this.tags.set(key, record);
+    const keys = this.tagKeysByDigest.get(record.digest) ?? new Set<string>();
+    keys.add(key);
+    this.tagKeysByDigest.set(record.digest, keys);
+  }
+
+  /** Forgets in-memory copies of a removed row; removing a manifest also removed its tags from the index. */
+  private dropRemembered(digest: string): void {
     this.records.delete(digest);
     this.small.delete(digest);
-    if (record?.mediaType) this.tags.clear();
+    this.verified.delete(digest);
+    for (const key of this.tagKeysByDigest.get(digest) ?? []) this.tags.delete(key);
+    this.tagKeysByDigest.delete(digest);
   }
 
   close(): void {
@@ -283,7 +311,7 @@ export class Cache {
   /** The index lost track of the file (missing on disk): drop the entry. */
   private forget(digest: Digest): void {
     const record = this.index.getBlob(digest.value);
-    this.dropRemembered(digest.value, record);
+    this.dropRemembered(digest.value);
     if (!record) return;
     this.index.removeBlob(digest.value);
     this.shrank(record.size);
@@ -306,3 +334,5 @@ export class Cache {
   /** Told about every damaged file found while serving. */
   onCorrupt: ((digest: string, reason: string) => void) | undefined;
 }
+
+const tagKey = (upstream: string, repo: string, tag: string, acceptKey: string): string => `${upstream}/${repo}:${tag}\n${acceptKey}`;

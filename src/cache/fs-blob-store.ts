@@ -1,13 +1,9 @@
-import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
-import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import { BlobFill } from './blob-fill.js';
-import type { BlobStore, ByteRange } from './blob-store.js';
-
-const READ_CHUNK = 1024 * 1024;
+import type { BlobStore } from './blob-store.js';
 
 /** Blobs as files under `blobs/<alg>/<2 hex>/<hex>`; fills under `tmp/`. */
 export class FsBlobStore implements BlobStore {
@@ -39,17 +35,9 @@ export class FsBlobStore implements BlobStore {
     return join(this.blobRoot, digest.algorithm, digest.hex.slice(0, 2), digest.hex);
   }
 
-  async stat(digest: Digest): Promise<number | undefined> {
-    try {
-      return (await stat(this.pathOf(digest))).size;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
-    }
-  }
-
-  openRead(digest: Digest, range?: ByteRange): Readable {
-    return createReadStream(this.pathOf(digest), { ...range, highWaterMark: READ_CHUNK });
+  /** The same file as a URL-style path below the store's root (`blobs/sha256/ab/ab…`), for a front server. */
+  relativePathOf(digest: Digest): string {
+    return `blobs/${digest.algorithm}/${digest.hex.slice(0, 2)}/${digest.hex}`;
   }
 
   /** Reads a small file whole; a file larger than `limit` is not read (it is damaged) and fails with EFBIG. */

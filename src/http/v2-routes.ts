@@ -121,7 +121,7 @@ async function serveBlob(ctx: Context, mirror: Mirror, target: Target, reference
   log.digest = reference;
   const answer = await mirror.blob(target, reference, head);
   log.cache = answer.cache;
-  const file = offload && !head && answer.size >= offload.minSize ? answer.verifiedFile?.() : undefined;
+  const file = offload && !head && answer.size >= offload.minSize ? await answer.verifiedFile?.() : undefined;
   if (offload && file) {
     // The front server sends the file (and any Range of it); only verified bytes are handed over.
     log.offloaded = true;

@@ -17,8 +17,8 @@ export interface BlobAnswer {
    * cached blobs come as the bytes themselves (no stream machinery per request).
    */
   open(range?: ByteRange): Promise<Readable | Buffer>;
-  /** For a cache hit this process has verified: the file, relative to the cache directory, for a front server to send. */
-  verifiedFile?: () => string | undefined;
+  /** For a cache hit this process has verified and whose file is in place: its path below the cache directory, for a front server to send. */
+  verifiedFile?: () => Promise<string | undefined>;
 }
 
 /** Blobs: served from the cache, or from the one fill in progress for the digest. */
@@ -38,7 +38,7 @@ export class BlobService {
         size: record.size,
         cache: 'hit',
         open: (range) => this.openCached(target, digest, record.size, range),
-        verifiedFile: () => this.cache.verifiedFile(digest),
+        verifiedFile: () => this.cache.verifiedFile(digest, record.size),
       };
     }
     const running = this.fills.current(digest);

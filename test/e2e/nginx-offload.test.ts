@@ -109,3 +109,20 @@ test('after a restart, a blob is verified by Stevedore before nginx may send it'
   for (let i = 0; i < 2; i++) assert.equal((await streamDigest(url)).digest, big.digest);
   assert.deepEqual(requestsFor(big.digest).map((l) => l.offloaded ?? false), [false, true], 'first read re-hashed by Stevedore, then offloaded');
 });
+
+test('a cached file that vanished is not handed to nginx: Stevedore notices, fetches it again once, and serves the right bytes', async () => {
+  const hex = big.digest.slice(7);
+  rmSync(join(cacheDir, 'blobs', 'sha256', hex.slice(0, 2), hex));
+  hub.resetStats();
+  const url = `${front.url}/v2/acme/big/blobs/${big.digest}`;
+  const again = await streamDigest(url);
+  assert.equal(again.status, 200);
+  assert.equal(again.digest, big.digest);
+  assert.equal(again.bytes, big.size);
+  assert.equal(hub.stats().blobGet, 1, 'fetched from upstream again, once');
+  assert.equal(requestsFor(big.digest).at(-1)?.offloaded ?? false, false);
+  await mirror.stevedore.mirror.fills.drain(10_000);
+  // Refilled and verified by this process: nginx may send it again.
+  assert.equal((await streamDigest(url)).digest, big.digest);
+  assert.equal(requestsFor(big.digest).at(-1)?.offloaded, true);
+});
