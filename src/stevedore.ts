@@ -213,8 +213,9 @@ export async function startStevedore(config: Config, log: Logger): Promise<Steve
     const auth = verifier ? { verifier, realm: config.auth.realm, access: config.auth.access } : undefined;
     const offload = config.offload.header ? config.offload : undefined;
     const app = createApp({ core, log, adminToken: config.admin.token, audit, auth, offload });
-    servers.push(createServer(app, config.limits, tls));
-    if (tls && config.tls.plainListen) servers.push(createServer(app, config.limits));
+    const connections = { open: 0 };
+    servers.push(createServer(app, config.limits, connections, tls));
+    if (tls && config.tls.plainListen) servers.push(createServer(app, config.limits, connections));
     await listen(servers[0]!, parseListen(config.listen));
     if (servers[1]) await listen(servers[1], parseListen(config.tls.plainListen));
   } catch (err) {

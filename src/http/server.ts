@@ -63,7 +63,12 @@ function sendError(res: ServerResponse, error: RegistryError): void {
  * themselves may take as long as they need), a connection limit that answers
  * with an OCI error, and OCI errors for requests too broken for Koa to see.
  */
-export function createServer(app: Koa, limits: ServerLimits, tls?: TlsFiles): Server {
+/** Open client connections across all of a process's listeners, which share one limit. */
+export interface ConnectionCount {
+  open: number;
+}
+
+export function createServer(app: Koa, limits: ServerLimits, connections: ConnectionCount, tls?: TlsFiles): Server {
   const handle = app.callback();
   const overLimit = new WeakSet<Socket>();
   const tooMany = tooManyRequests(1, `this mirror serves at most ${limits.maxConnections} connections at once; retry shortly`);
@@ -80,11 +85,10 @@ export function createServer(app: Koa, limits: ServerLimits, tls?: TlsFiles): Se
   };
   const server: Server = tls ? createHttpsServer({ ...options, ...readTls(tls) }, onRequest) : createHttpServer(options, onRequest);
   server.maxConnections = limits.maxConnections + HARD_LIMIT_SLACK;
-  let open = 0;
   server.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => {
-    open++;
-    socket.once('close', () => open--);
-    if (open > limits.maxConnections) overLimit.add(socket);
+    connections.open++;
+    socket.once('close', () => connections.open--);
+    if (connections.open > limits.maxConnections) overLimit.add(socket);
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) {
