@@ -60,10 +60,15 @@ class TurnBatcher {
 
 /** A pino logger; `destination` is a stream, or a file path to append to (stdout when absent). */
 export function createLogger(level: string, destination?: NodeJS.WritableStream | string): Logger {
-  const stream =
-    typeof destination === 'string' || destination === undefined
-      ? new TurnBatcher(pino.destination({ ...(typeof destination === 'string' ? { dest: destination, mkdir: true } : {}), sync: false }))
-      : destination;
+  let stream: NodeJS.WritableStream | TurnBatcher;
+  if (typeof destination === 'string' || destination === undefined) {
+    const batcher = new TurnBatcher(pino.destination({ ...(typeof destination === 'string' ? { dest: destination, mkdir: true } : {}), sync: false }));
+    // Lines of the last turn must not be lost to process.exit.
+    process.once('exit', () => batcher.flushSync());
+    stream = batcher;
+  } else {
+    stream = destination;
+  }
   return pino(
     {
       level,
