@@ -8,7 +8,7 @@ const BCRYPT = /^\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}$/;
 const UNKNOWN_USER_HASH = '$2b$10$qYY6CvmmSk0JwKGG1d36SeOiJvY6rBPA1nQJse7Rn1GHsuWj0zOXG';
 /** bcrypt is slow on purpose; more checks than this at once are refused rather than queued. */
 const MAX_CHECKS_IN_FLIGHT = 8;
-/** Clients send Basic credentials on every request: remember verdicts instead of re-hashing. */
+/** Clients send Basic credentials on every request: remember good logins instead of re-hashing. */
 const VERDICT_TTL_MS = 5 * 60_000;
 
 export type Verdict = 'ok' | 'rejected' | 'busy';
@@ -33,8 +33,9 @@ export function parseHtpasswd(text: string, file: string): Map<string, string> {
 export class HtpasswdVerifier {
   private users: Map<string, string>;
   private inFlight = 0;
-  // Keyed by a hash of user, password and stored hash: no password is kept, and reloads invalidate.
-  private readonly verdicts = new LRUCache<string, boolean>({ max: 10_000, ttl: VERDICT_TTL_MS });
+  // Successful logins only, keyed by a hash of user and password so that no password is kept.
+  // Failures are not remembered: a flood of wrong passwords cannot push real users out.
+  private readonly accepted = new LRUCache<string, true>({ max: 10_000, ttl: VERDICT_TTL_MS });
 
   constructor(private readonly file: string) {
     this.users = this.read();
@@ -47,21 +48,20 @@ export class HtpasswdVerifier {
   /** Re-reads the file; on error the previous users stay in force. */
   reload(): void {
     this.users = this.read();
-    this.verdicts.clear();
+    this.accepted.clear();
   }
 
   async verify(user: string, password: string): Promise<Verdict> {
     const hash = this.users.get(user);
-    const key = createHash('sha256').update(`${user}\0${password}\0${hash ?? ''}`).digest('base64');
-    const known = this.verdicts.get(key);
-    if (known !== undefined) return known ? 'ok' : 'rejected';
+    const key = createHash('sha256').update(`${user}\0${password}`).digest('base64');
+    if (this.accepted.has(key)) return 'ok';
     if (this.inFlight >= MAX_CHECKS_IN_FLIGHT) return 'busy';
     this.inFlight++;
     try {
       const matches = await bcrypt.compare(password, hash ?? UNKNOWN_USER_HASH);
-      const ok = matches && hash !== undefined;
-      this.verdicts.set(key, ok);
-      return ok ? 'ok' : 'rejected';
+      if (!matches || hash === undefined) return 'rejected';
+      this.accepted.set(key, true);
+      return 'ok';
     } finally {
       this.inFlight--;
     }
