@@ -72,6 +72,8 @@ export class EndpointClient {
   private readonly auth: EndpointAuth;
   private readonly observer: EndpointOptions['observe'];
   private readonly allowLinkLocal: boolean;
+  /** The endpoint's own host (brackets of an IPv6 literal removed): redirects there are never refused. */
+  private readonly host: string;
 
   constructor(options: EndpointOptions) {
     this.observer = options.observe;
@@ -80,6 +82,7 @@ export class EndpointClient {
     this.basePath = url.pathname.replace(/\/+$/, '');
     this.mirror = options.mirror;
     this.allowLinkLocal = options.allowLinkLocal === true;
+    this.host = url.hostname.replace(/^\[(.*)\]$/, '$1');
     this.state = new EndpointState(this.displayUrl, options.credentials?.username || 'anonymous', options.breaker, options.rateLimit, options.log);
     this.agent = new Agent({
       connect: { timeout: options.timeouts.connect, ...(this.allowLinkLocal ? {} : { lookup: guardedLookup(url.hostname) }) },
@@ -142,7 +145,7 @@ export class EndpointClient {
 
   /** Redirects and realms may not lead to link-local or metadata addresses unless allowed. */
   private checkTarget(target: URL): void {
-    if (!this.allowLinkLocal) assertAllowedTarget(target, new URL(this.origin).hostname.replace(/^\[(.*)\]$/, '$1'));
+    if (!this.allowLinkLocal) assertAllowedTarget(target, this.host);
   }
 
   async close(): Promise<void> {
