@@ -335,4 +335,5 @@ export class Cache {
   onCorrupt: ((digest: string, reason: string) => void) | undefined;
 }
 
-const tagKey = (upstream: string, repo: string, tag: string, acceptKey: string): string => `${upstream}/${repo}:${tag}\n${acceptKey}`;
+/** One key per (registry, repository, reference, accepted manifest types): the tag cache's, and the mirror's for coalescing. */
+export const tagKey = (upstream: string, repo: string, reference: string, acceptKey: string): string => `${upstream}/${repo}:${reference}\n${acceptKey}`;

@@ -1,4 +1,4 @@
-import { CacheMissError, type Cache } from '../cache/cache.js';
+import { CacheMissError, tagKey, type Cache } from '../cache/cache.js';
 import type { TagRecord } from '../cache/cache-index.js';
 import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { LRUCache } from 'lru-cache';
@@ -56,7 +56,7 @@ export class ManifestService {
   }
 
   async get(target: Target, reference: string, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
-    const key = `${target.registry}/${target.repo}:${reference}\n${accept.join(',')}`;
+    const key = tagKey(target.registry, target.repo, reference, accept.join(','));
     const known = this.policy.notFoundTtlMs > 0 ? this.notFound.get(key) : undefined;
     if (known) throw withOutcome(known, 'notfound_cached');
     try {
@@ -104,7 +104,7 @@ export class ManifestService {
 
   /** HEAD upstream; serve the cached manifest when unchanged, or stale when the upstream fails. */
   private async revalidate(target: Target, tag: string, accept: readonly string[], head: boolean, row: TagRecord, cached: Stored): Promise<ManifestAnswer> {
-    const key = `${target.registry}/${target.repo}:${tag}\n${row.acceptKey}`;
+    const key = tagKey(target.registry, target.repo, tag, row.acceptKey);
     try {
       const { promise } = this.revalidations.run(key, async () => {
         const answer = await target.upstream.headManifest(target.repo, tag, accept, target.via, AbortSignal.timeout(this.policy.revalidateTimeoutMs));
@@ -125,7 +125,7 @@ export class ManifestService {
   }
 
   private async fetchTag(target: Target, tag: string, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
-    const key = `${target.registry}/${target.repo}:${tag}\n${accept.join(',')}`;
+    const key = tagKey(target.registry, target.repo, tag, accept.join(','));
     const { promise, shared } = this.fetches.run(key, async () => {
       const stored = await this.fetchAndStore(target, tag, accept);
       this.cache.putTag({
