@@ -112,7 +112,7 @@ test('after good and bad pulls, no secret appears in logs, audit log, error bodi
     'audit log': readFileSync(auditLog, 'utf8'),
     'responses (bodies and headers)': seen.join('\n'),
   };
-  assert.match(places['server log']!, /refused the credentials of user \\"hubuser\\"|refused/, 'the failed upstream login was logged');
+  assert.match(places['server log']!, /refused the credentials of user \\"hubuser\\"/, 'the failed upstream login was logged');
   for (const [place, text] of Object.entries(places)) {
     for (const s of secrets) assert.ok(!text.includes(s), `a secret (${s.slice(0, 6)}…) leaked into the ${place}`);
   }
