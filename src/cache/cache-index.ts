@@ -69,6 +69,7 @@ export class CacheIndex {
       ),
       putRef: db.prepare('INSERT OR IGNORE INTO manifest_refs (manifest_digest, child_digest) VALUES (?, ?)'),
       putRepoBlob: db.prepare('INSERT OR IGNORE INTO repo_blobs (upstream, repo, digest) VALUES (?, ?, ?)'),
+      hasRepoBlob: db.prepare<[string, string, string], { n: number }>('SELECT 1 AS n FROM repo_blobs WHERE upstream = ? AND repo = ? AND digest = ?'),
       totals: db.prepare<[], { blobs: number; bytes: number }>(
         'SELECT COUNT(*) AS blobs, COALESCE(SUM(size), 0) AS bytes FROM blobs',
       ),
@@ -163,6 +164,11 @@ export class CacheIndex {
 
   linkRepo(upstream: string, repo: string, digest: string): void {
     this.stmts.putRepoBlob.run(upstream, repo, digest);
+  }
+
+  /** Whether the digest was fetched through, or confirmed for, this repository. */
+  isLinked(upstream: string, repo: string, digest: string): boolean {
+    return this.stmts.hasRepoBlob.get(upstream, repo, digest) !== undefined;
   }
 
   /** Applies batched access updates in one transaction. */

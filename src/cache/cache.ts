@@ -19,6 +19,8 @@ export { CorruptBlobError };
 const READ_CHUNK = 1024 * 1024;
 /** Blobs up to this size (image configs, small layers) are read whole and then served from memory. */
 const SMALL_BLOB = 256 * 1024;
+/** A base layer can be shared by thousands of repositories: remember a bounded few per digest. */
+const MAX_REMEMBERED_OWNERS = 256;
 
 export interface CacheOptions {
   dir: string;
@@ -73,6 +75,8 @@ export class Cache {
       if (keys?.size === 0) this.tagKeysByDigest.delete(record.digest);
     },
   });
+  /** Repositories each digest is known to belong to (positive answers only; SQLite has the rest). */
+  private readonly links = new LRUCache<string, Set<string>>({ max: 50_000 });
   /** Which remembered tags point at a manifest, so removing it forgets just those. */
   private readonly tagKeysByDigest = new Map<string, Set<string>>();
   /** Called after a commit, so a quota can be enforced promptly. */
@@ -214,7 +218,7 @@ export class Cache {
     const known = this.index.getBlob(entry.digest.value) !== undefined;
     this.records.delete(entry.digest.value);
     this.index.putManifest({ digest: entry.digest.value, size: entry.bytes.length, mediaType: entry.mediaType, children: entry.children, now: Date.now() });
-    this.index.linkRepo(entry.upstream, entry.repo, entry.digest.value);
+    this.linkRepo(entry.upstream, entry.repo, entry.digest.value);
     if (!known) this.grew(entry.bytes.length);
   }
 
@@ -227,10 +231,38 @@ export class Cache {
     await fill.commit(() => {
       this.records.delete(fill.digest.value);
       this.index.putBlob({ digest: fill.digest.value, size: fill.written, now: Date.now() });
-      this.index.linkRepo(from.upstream, from.repo, fill.digest.value);
+      this.linkRepo(from.upstream, from.repo, fill.digest.value);
     });
     this.verified.add(fill.digest.value);
     this.grew(fill.written);
+  }
+
+  /**
+   * Whether `digest` is known to belong to the repository: it was fetched
+   * through it, or the upstream confirmed it there. Digests are not secrets,
+   * so this, not possession of the bytes, decides what a repository may serve.
+   */
+  belongsTo(upstream: string, repo: string, digest: string): boolean {
+    const owner = `${upstream}/${repo}`;
+    if (this.links.get(digest)?.has(owner)) return true;
+    if (!this.index.isLinked(upstream, repo, digest)) return false;
+    this.rememberLink(digest, owner);
+    return true;
+  }
+
+  /** Records that the upstream holds `digest` in this repository. */
+  linkRepo(upstream: string, repo: string, digest: string): void {
+    this.index.linkRepo(upstream, repo, digest);
+    this.rememberLink(digest, `${upstream}/${repo}`);
+  }
+
+  private rememberLink(digest: string, owner: string): void {
+    let owners = this.links.get(digest);
+    if (!owners || owners.size >= MAX_REMEMBERED_OWNERS) {
+      owners = new Set();
+      this.links.set(digest, owners);
+    }
+    owners.add(owner);
   }
 
   isLeased(digest: string): boolean {
@@ -278,6 +310,7 @@ export class Cache {
     this.records.delete(digest);
     this.small.delete(digest);
     this.verified.delete(digest);
+    this.links.delete(digest);
     for (const key of this.tagKeysByDigest.get(digest) ?? []) this.tags.delete(key);
     this.tagKeysByDigest.delete(digest);
   }

@@ -6,6 +6,7 @@ import { parseDigest, type Digest } from '../oci/digest.js';
 import { unavailable } from '../oci/errors.js';
 import type { BlobFills } from './blob-fills.js';
 import type { CacheOutcome } from './outcome.js';
+import type { RepositoryGate } from './repository-gate.js';
 import type { Target } from './resolve.js';
 
 export interface BlobAnswer {
@@ -26,12 +27,14 @@ export class BlobService {
   constructor(
     private readonly cache: Cache,
     private readonly fills: BlobFills,
+    private readonly gate: RepositoryGate,
   ) {}
 
   async get(target: Target, reference: string, head: boolean): Promise<BlobAnswer> {
     const digest = parseDigest(reference);
     const record = this.cache.lookupBlob(digest);
     if (record) {
+      await this.gate.admit(target, digest, 'blob');
       if (head) this.cache.recordAccess(digest);
       return {
         digest: digest.value,
@@ -45,6 +48,7 @@ export class BlobService {
     if (head && !running) {
       // A HEAD does not start a fill: the client may never GET the blob.
       const size = await target.upstream.headBlob(target.repo, digest.value, target.via);
+      this.gate.record(target, digest);
       if (size !== undefined) return { digest: digest.value, size, cache: 'pass', open: () => Promise.reject(new Error('HEAD has no body')) };
     }
     const { fill, shared } = await this.joinFill(target, digest);
@@ -56,7 +60,10 @@ export class BlobService {
   async prefetch(target: Target, reference: string): Promise<{ fetched: boolean; size: number }> {
     const digest = parseDigest(reference);
     const record = this.cache.lookupBlob(digest);
-    if (record) return { fetched: false, size: record.size };
+    if (record) {
+      await this.gate.admit(target, digest, 'blob');
+      return { fetched: false, size: record.size };
+    }
     const { fill } = await this.joinFill(target, digest);
     await fill.settled();
     return { fetched: true, size: fill.written };
@@ -76,6 +83,11 @@ export class BlobService {
 
   private async joinFill(target: Target, digest: Digest, attempt = 0): Promise<{ fill: BlobFill; shared: boolean }> {
     const { fill: pending, shared, sameSource } = this.fills.join(digest, target);
+    if (shared && !sameSource) {
+      // Another repository's fill: no byte of it is ours until the upstream confirms the blob is in our repository too.
+      pending.catch(() => undefined); // its own failure is handled below, once we are admitted
+      await this.gate.admit(target, digest, 'blob');
+    }
     let fill: BlobFill;
     try {
       fill = await pending;

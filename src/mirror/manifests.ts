@@ -7,6 +7,7 @@ import { manifestMediaType, referencedDigests } from '../oci/manifest.js';
 import { isAccepted, MANIFEST_MEDIA_TYPES } from '../oci/media-types.js';
 import type { Logger } from '../log.js';
 import type { CacheOutcome } from './outcome.js';
+import type { RepositoryGate } from './repository-gate.js';
 import type { Target } from './resolve.js';
 import { SingleFlight } from './single-flight.js';
 
@@ -51,6 +52,7 @@ export class ManifestService {
     private readonly policy: ManifestPolicy,
     private readonly log: Logger,
     private readonly events: { upstreamBytes(registry: string, bytes: number): void },
+    private readonly gate: RepositoryGate,
   ) {
     this.notFound = new LRUCache({ max: 10_000, ttl: Math.max(1, policy.notFoundTtlMs) });
   }
@@ -75,7 +77,11 @@ export class ManifestService {
 
   private async byDigest(target: Target, digest: Digest, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
     const cached = this.cachedManifest(digest.value);
-    if (cached) return this.answer(cached, accept, head, 'hit', target);
+    if (cached) {
+      // Cached through another repository, perhaps: it must be this repository's too.
+      await this.gate.admit(target, digest, 'manifest');
+      return this.answer(cached, accept, head, 'hit', target);
+    }
     const { promise, shared } = this.fetches.run(`${target.registry}/${target.repo}@${digest.value}`, () =>
       this.fetchAndStore(target, digest.value, MANIFEST_MEDIA_TYPES, digest),
     );

@@ -7,6 +7,7 @@ import { header, type UpstreamRegistry } from '../upstream/upstream-registry.js'
 import { BlobFills } from './blob-fills.js';
 import { BlobService, type BlobAnswer } from './blobs.js';
 import { ManifestService, type ManifestAnswer, type ManifestPolicy } from './manifests.js';
+import { RepositoryGate } from './repository-gate.js';
 import type { Target, UpstreamResolver } from './resolve.js';
 
 export type { BlobAnswer, ManifestAnswer, Target };
@@ -40,9 +41,10 @@ export class Mirror {
     log: Logger,
     events: MirrorEvents = { upstreamBytes: () => undefined },
   ) {
+    const gate = new RepositoryGate(cache, policy.notFoundTtlMs);
     this.fills = new BlobFills(cache, log, events);
-    this.manifests = new ManifestService(cache, policy, log, events);
-    this.blobs = new BlobService(cache, this.fills);
+    this.manifests = new ManifestService(cache, policy, log, events, gate);
+    this.blobs = new BlobService(cache, this.fills, gate);
   }
 
   resolve(name: string, ns: string | undefined, via: readonly string[]): Target {
