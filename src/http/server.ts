@@ -29,6 +29,20 @@ export function parseListen(listen: string): ListenAddress {
   return { host: host || '0.0.0.0', port: Number(listen.slice(colon + 1)) };
 }
 
+/** A request body up to this size is read and dropped after the response, keeping the connection. */
+const DISCARDABLE_BODY = 64 * 1024;
+
+/**
+ * Whether the rest of the request body can be read past cheaply once the
+ * response is sent (no body, or a small declared one), so the connection may
+ * serve its next request.
+ */
+function bodyCanBeDiscarded(req: IncomingMessage): boolean {
+  if (req.headers['transfer-encoding'] !== undefined) return false;
+  const declared = req.headers['content-length'];
+  return declared === undefined || Number(declared) <= DISCARDABLE_BODY;
+}
+
 /** Beyond the soft limit clients get a clear 429; this far beyond it, the kernel's backlog takes over. */
 const HARD_LIMIT_SLACK = 256;
 /** How often Node checks connections against the header and request timeouts. */
@@ -74,6 +88,12 @@ export function createServer(app: Koa, limits: ServerLimits, connections: Connec
   const tooMany = tooManyRequests(1, `this mirror serves at most ${limits.maxConnections} connections at once; retry shortly`);
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     if (overLimit.has(req.socket)) return sendError(res, tooMany);
+    if (!bodyCanBeDiscarded(req)) {
+      // As Go's net/http and nginx do: answer, then close. Reading an unbounded body
+      // nobody wants would take the next request on this connection for its bytes.
+      res.shouldKeepAlive = false;
+      res.setHeader('Connection', 'close');
+    }
     void handle(req, res);
   };
   const options = {

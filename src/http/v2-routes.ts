@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Context } from 'koa';
 import Router from '@koa/router';
 import { LRUCache } from 'lru-cache';
-import { digestInvalid, loopDetected, nameInvalid, routeUnknown, unsupported } from '../oci/errors.js';
+import { digestInvalid, loopDetected, mirrorChainTooLong, nameInvalid, routeUnknown, unsupported } from '../oci/errors.js';
 import { VIA_HEADER } from '../oci/headers.js';
 import { manifestAccept, parseAccept } from '../oci/media-types.js';
 import { validateTag } from '../oci/reference.js';
@@ -10,7 +10,7 @@ import type { Mirror, Target } from '../mirror/mirror.js';
 import { requestedRange } from './range.js';
 import type { RequestLogFields } from './request-log.js';
 
-/** More hops than any sane mirror tree; longer chains are cut. */
+/** More hops than any sane mirror tree; longer chains are refused. */
 const MAX_VIA = 16;
 const API_VERSION = {
   'Docker-Distribution-API-Version': 'registry/2.0',
@@ -80,8 +80,7 @@ export function v2Routes(mirror: Mirror, instanceId: string, authorize?: Authori
     log.repo = target.repo;
     log.upstream = target.registry;
     authorize?.(log.user, target);
-    const ns = singleQuery(ctx, 'ns');
-    if (ns !== undefined) ctx.set('OCI-Namespace', target.registry === ns.toLowerCase() ? ns : target.registry);
+    if (singleQuery(ctx, 'ns') !== undefined) ctx.set('OCI-Namespace', target.registry);
 
     switch (kind) {
       case 'manifests':
@@ -179,7 +178,9 @@ async function serveReferrers(ctx: Context, mirror: Mirror, target: Target, dige
 /** The mirrors this request already passed through, plus this one; a repeat is a loop. */
 function viaChain(ctx: Context, instanceId: string): string[] {
   const header = ctx.get(VIA_HEADER);
-  const chain = header ? header.split(',').map((s) => s.trim()).filter(Boolean).slice(0, MAX_VIA) : [];
+  const chain = header ? header.split(',').map((s) => s.trim()).filter(Boolean) : [];
+  // Every entry is checked: a chain padded past the limit must not hide this mirror from the check.
+  if (chain.length > MAX_VIA) throw mirrorChainTooLong(chain.length, MAX_VIA);
   if (chain.includes(instanceId)) throw loopDetected(`request passed ${[...chain, instanceId].join(' → ')}: check the endpoints of these mirrors`);
   return [...chain, instanceId];
 }

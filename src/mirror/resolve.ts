@@ -21,6 +21,10 @@ export interface UpstreamEntry {
   deny: readonly string[];
 }
 
+const DOCKER_HUB = 'docker.io';
+/** A registry host name with an optional port, ASCII only. */
+const REGISTRY_NAME = /^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(?::[0-9]{1,5})?$/;
+
 interface Policy {
   allow: RegExp[];
   deny: RegExp[];
@@ -61,6 +65,8 @@ export class UpstreamResolver {
     const slash = name.indexOf('/');
     const first = slash > 0 ? name.slice(0, slash) : '';
     if (ns !== undefined) {
+      // Registry names are ASCII: anything else would only lowercase into one (a Kelvin sign into a k).
+      if (!REGISTRY_NAME.test(ns)) throw nameInvalid(`ns must be a registry host name such as docker.io, got "${ns.slice(0, 100)}"`);
       const upstream = this.lookup(ns, name);
       // A path prefix naming the same registry is redundant: drop it.
       const prefixed = first !== '' && this.byName.get(first.toLowerCase()) === upstream;
@@ -81,8 +87,14 @@ export class UpstreamResolver {
   }
 
   private target(upstream: UpstreamRegistry, repo: string, via: readonly string[]): Target {
+    const slash = repo.indexOf('/');
+    // Docker Hub namespaces never hold a dot or a colon: such a first component is a
+    // registry host the client meant (169.254.169.254/latest), not a Hub repository.
+    if (upstream.name === DOCKER_HUB && slash > 0 && looksLikeRegistryHost(repo.slice(0, slash))) {
+      throw nameUnknown(repo, `"${repo.slice(0, slash).slice(0, 100)}" names a registry host, and it is not configured on this mirror`);
+    }
     // Docker Hub's official images live under library/; the name the upstream sees is the one to check.
-    const normalized = upstream.name === 'docker.io' && !repo.includes('/') ? `library/${repo}` : repo;
+    const normalized = upstream.name === DOCKER_HUB && slash < 0 ? `library/${repo}` : repo;
     validateRepository(normalized);
     const policy = this.policies.get(upstream);
     if (policy) {

@@ -101,6 +101,10 @@ export const routeUnknown = (path: string): RegistryError =>
 export const loopDetected = (detail: string): RegistryError =>
   new RegistryError(508, 'LOOP_DETECTED', 'loop detected between mirrors', detail);
 
+/** A request claims to have passed through more mirrors than any sane tree has. */
+export const mirrorChainTooLong = (hops: number, max: number): RegistryError =>
+  new RegistryError(400, 'LOOP_DETECTED', 'too many mirrors in the chain', `the request passed ${hops} mirrors; at most ${max} are allowed`);
+
 /** The client took too long to send its request (slowloris). */
 export const requestTimeout = (detail: string): RegistryError =>
   new RegistryError(408, 'UNKNOWN', 'request timed out', detail);

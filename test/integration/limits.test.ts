@@ -3,6 +3,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
+import { rawExchange, type RawAnswer } from '../support/raw-http.js';
 import { startRegistry, type RegistryHandle } from '../support/registry.js';
 import { seedStandard } from '../support/seed-standard.js';
 import { startMirror, type TestMirror } from '../support/stevedore.js';
@@ -27,43 +28,8 @@ after(async () => {
   await registry?.stop();
 });
 
-interface RawAnswer {
-  status: number;
-  headers: string;
-  body: string;
-  closed: boolean;
-  ms: number;
-}
-
-/** Writes `parts` to a fresh socket (pausing `gapMs` between them) and reads until the server closes it or `waitMs` passes. */
-function raw(parts: string[], options: { gapMs?: number; waitMs?: number } = {}): Promise<RawAnswer> {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const socket = connect(port, '127.0.0.1');
-    let text = '';
-    let closed = false;
-    socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
-    socket.once('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? undefined : reject(err)));
-    const finish = (): void => {
-      clearTimeout(timer);
-      const [head = '', body = ''] = text.split('\r\n\r\n');
-      resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0), headers: head.toLowerCase(), body, closed, ms: Date.now() - started });
-      socket.destroy();
-    };
-    socket.once('close', () => {
-      closed = true;
-      finish();
-    });
-    const timer = setTimeout(finish, options.waitMs ?? 10_000);
-    void (async () => {
-      for (const part of parts) {
-        if (socket.destroyed) return;
-        socket.write(part);
-        if (options.gapMs) await new Promise((r) => setTimeout(r, options.gapMs));
-      }
-    })();
-  });
-}
+/** Writes `parts` to a fresh socket and reads until the server closes it or `waitMs` passes. */
+const raw = (parts: string[], options: { gapMs?: number; waitMs?: number } = {}): Promise<RawAnswer> => rawExchange(port, parts, options);
 
 test('a client that trickles its headers (slowloris) gets 408 with an OCI error and is disconnected', async () => {
   const parts = ['GET /v2/ HTTP/1.1\r\n', 'Host: mirror\r\n', ...Array.from({ length: 30 }, (_, i) => `X-Slow-${i}: a\r\n`)];
