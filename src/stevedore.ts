@@ -76,7 +76,7 @@ function buildUpstreams(config: Config, tokens: TokenCache, log: Logger, metrics
             observe,
           }),
       ),
-      { tagTtlMs: u.tagTtl, maxConcurrentFetches: u.maxConcurrentFetches },
+      { tagTtlMs: u.tagTtl, maxConcurrentFetches: u.maxConcurrentFetches, maxQueuedFetches: u.maxQueuedFetches },
     ),
   }));
 }
@@ -122,6 +122,7 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
       maxManifestBytes: config.cache.maxManifestSize,
       revalidateTimeoutMs: config.cache.revalidateTimeout,
     },
+    { maxFillsPerClient: config.limits.maxFillsPerClient },
     log,
     { upstreamBytes: (registry, bytes) => metrics.recordUpstreamBytes(registry, bytes) },
   );

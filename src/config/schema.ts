@@ -68,6 +68,8 @@ const upstreamSchema = z.strictObject({
   tagTtl: optionalDuration,
   /** Blob fills running at once against this registry; more wait their turn. */
   maxConcurrentFetches: z.number().int().min(1).max(10_000).default(32),
+  /** Fills that may wait for one of those slots; more get 429 TOOMANYREQUESTS. */
+  maxQueuedFetches: z.number().int().min(0).max(1_000_000).default(1024),
   /** Repository patterns (`library/*`, `team/**`): when set, only these may be pulled. */
   allow: z.array(z.string().min(1)).default([]),
   /** Repository patterns that may never be pulled; deny wins over allow. */
@@ -196,6 +198,8 @@ export const configSchema = z.strictObject({
       maxConnections: z.number().int().min(1).max(1_000_000).default(2048),
       /** Largest request header block. */
       maxHeaderSize: size('16KiB'),
+      /** New blob fetches one client address may have queued or running at once (joining a running one is free); 0: no limit. */
+      maxFillsPerClient: z.number().int().min(0).max(100_000).default(16),
       /** How long in-flight pulls may finish after SIGTERM before the process exits. */
       shutdownGrace: duration('30s'),
     })

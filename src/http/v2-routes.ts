@@ -6,7 +6,7 @@ import { digestInvalid, loopDetected, mirrorChainTooLong, nameInvalid, routeUnkn
 import { VIA_HEADER } from '../oci/headers.js';
 import { manifestAccept, parseAccept } from '../oci/media-types.js';
 import { validateTag } from '../oci/reference.js';
-import type { Mirror, Target } from '../mirror/mirror.js';
+import type { Mirror, Requester, Target } from '../mirror/mirror.js';
 import { requestedRange } from './range.js';
 import type { RequestLogFields } from './request-log.js';
 
@@ -118,7 +118,7 @@ async function serveManifest(ctx: Context, mirror: Mirror, target: Target, refer
 async function serveBlob(ctx: Context, mirror: Mirror, target: Target, reference: string, head: boolean, offload?: Offload): Promise<void> {
   const log = ctx.state as RequestLogFields;
   log.digest = reference;
-  const answer = await mirror.blob(target, reference, head);
+  const answer = await mirror.blob(target, reference, head, requesterOf(ctx));
   log.cache = answer.cache;
   const file = offload && !head && answer.size >= offload.minSize ? await answer.verifiedFile?.() : undefined;
   if (offload && file) {
@@ -173,6 +173,23 @@ async function serveReferrers(ctx: Context, mirror: Mirror, target: Target, dige
   passBody(ctx, page.body, head);
   ctx.type = 'application/vnd.oci.image.index.v1+json';
   ctx.set(page.headers);
+}
+
+/** The client behind a request; its signal (made only when a fill needs it) aborts when the client leaves before the response ends. */
+function requesterOf(ctx: Context): Requester {
+  const res = ctx.res;
+  let controller: AbortController | undefined;
+  return {
+    client: ctx.ip,
+    get signal(): AbortSignal {
+      if (!controller) {
+        const made = (controller = new AbortController());
+        if (res.closed) made.abort();
+        else res.once('close', () => res.writableFinished || made.abort());
+      }
+      return controller.signal;
+    },
+  };
 }
 
 /** The mirrors this request already passed through, plus this one; a repeat is a loop. */

@@ -3,10 +3,83 @@ import { Transform } from 'node:stream';
 import { NotCachedError, type BlobFill } from '../cache/blob-fill.js';
 import type { Cache } from '../cache/cache.js';
 import type { Digest } from '../oci/digest.js';
+import { tooManyRequests } from '../oci/errors.js';
 import type { Logger } from '../log.js';
 import type { EndpointClient } from '../upstream/endpoint-client.js';
+import { QueueFullError } from '../upstream/semaphore.js';
 import { describe, discard, type BlobStream } from '../upstream/upstream-registry.js';
 import type { Target } from './resolve.js';
+
+/** Who asks for content: the client's address for per-client limits, and a signal that aborts when it goes away. */
+export interface Requester {
+  readonly client: string;
+  readonly signal: AbortSignal;
+}
+
+export interface FillLimits {
+  /** New fills one client address may have queued or running at once; 0: no limit. */
+  maxFillsPerClient: number;
+}
+
+/** Every client waiting for a queued fill left before it got a slot. */
+export class FillAbandonedError extends Error {
+  constructor(readonly digest: string) {
+    super(`nobody waits for the fill of ${digest} any more`);
+    this.name = 'FillAbandonedError';
+  }
+}
+
+/** Seconds a client refused for a full fill queue is asked to wait. */
+const QUEUE_FULL_RETRY_S = 5;
+
+/**
+ * The requests waiting on a fill. When the last one goes away before the fill
+ * got an upstream slot, the fill leaves the queue. Work without a requester
+ * (warm-up) holds it for good.
+ */
+class FillInterest {
+  private waiting = 0;
+  private held = false;
+  private readonly controller = new AbortController();
+
+  constructor(private readonly digest: string) {}
+
+  /** Aborts once nobody waits any more. */
+  get abandoned(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  add(signal: AbortSignal | undefined): void {
+    if (!signal) {
+      this.held = true;
+      return;
+    }
+    if (!signal.aborted) {
+      this.waiting += 1;
+      signal.addEventListener('abort', () => this.leave(), { once: true });
+      return;
+    }
+    this.settleIfEmpty();
+  }
+
+  private leave(): void {
+    this.waiting -= 1;
+    this.settleIfEmpty();
+  }
+
+  private settleIfEmpty(): void {
+    if (this.waiting <= 0 && !this.held && !this.controller.signal.aborted) this.controller.abort(new FillAbandonedError(this.digest));
+  }
+}
+
+interface ActiveFill {
+  fill: Promise<BlobFill>;
+  registry: string;
+  repo: string;
+  interest: FillInterest;
+  /** The address that started it, for the per-client count. */
+  client: string | undefined;
+}
 
 /**
  * At most one upstream fetch per digest, process-wide. The fill runs at
@@ -15,9 +88,9 @@ import type { Target } from './resolve.js';
  * mid-blob, the fill resumes with a Range request from the next endpoint.
  */
 export class BlobFills {
-  private readonly active = new Map<string, Promise<BlobFill>>();
-  /** Which registry and repository each running fill came from. */
-  private readonly sources = new Map<string, { registry: string; repo: string }>();
+  private readonly active = new Map<string, ActiveFill>();
+  /** Fills queued or running per client address that started them. */
+  private readonly byClient = new Map<string, number>();
   /** Called when a fill hits a full disk, to make room (an eviction sweep). */
   onDiskFull: (() => Promise<unknown>) | undefined;
 
@@ -25,10 +98,11 @@ export class BlobFills {
     private readonly cache: Cache,
     private readonly log: Logger,
     private readonly events: { upstreamBytes(registry: string, bytes: number): void },
+    private readonly limits: FillLimits,
   ) {}
 
   current(digest: Digest): Promise<BlobFill> | undefined {
-    return this.active.get(digest.value);
+    return this.active.get(digest.value)?.fill;
   }
 
   get inProgress(): number {
@@ -41,7 +115,7 @@ export class BlobFills {
    * an aborted body and their temp files are removed, so nothing partial stays.
    */
   async drain(timeoutMs: number, options: { discardLate?: boolean } = {}): Promise<void> {
-    const running = [...this.active.values()].map((p) => p.then((fill) => fill.settled()));
+    const running = [...this.active.values()].map((a) => a.fill.then((fill) => fill.settled()));
     if (running.length === 0) return;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((resolve) => {
@@ -50,7 +124,7 @@ export class BlobFills {
     await Promise.race([Promise.allSettled(running), deadline]);
     clearTimeout(timer);
     if (!options.discardLate) return;
-    const late = await Promise.allSettled([...this.active.values()]);
+    const late = await Promise.allSettled([...this.active.values()].map((a) => a.fill));
     for (const result of late) {
       if (result.status !== 'fulfilled') continue;
       this.log.warn({ digest: result.value.digest.value, bytes: result.value.written }, 'shutting down: discarding an unfinished blob fill');
@@ -58,23 +132,46 @@ export class BlobFills {
     }
   }
 
-  /** Joins the fill of `digest`, starting it from `source` if none runs. */
-  join(digest: Digest, source: Target): { fill: Promise<BlobFill>; shared: boolean; sameSource: boolean } {
+  /**
+   * Joins the fill of `digest`, starting it from `source` if none runs. A new
+   * fill counts against its requester's per-client limit (429 beyond it);
+   * joining one costs nothing upstream and is never limited.
+   */
+  join(digest: Digest, source: Target, requester?: Requester): { fill: Promise<BlobFill>; shared: boolean; sameSource: boolean } {
     const existing = this.active.get(digest.value);
     if (existing) {
-      const from = this.sources.get(digest.value);
-      return { fill: existing, shared: true, sameSource: from?.registry === source.registry && from.repo === source.repo };
+      existing.interest.add(requester?.signal);
+      return { fill: existing.fill, shared: true, sameSource: existing.registry === source.registry && existing.repo === source.repo };
     }
-    const done = (): void => this.forget(digest, fill);
-    const fill = this.start(digest, source, done);
-    this.active.set(digest.value, fill);
-    this.sources.set(digest.value, { registry: source.registry, repo: source.repo });
-    fill.catch(done);
-    return { fill, shared: false, sameSource: true };
+    const client = requester?.client;
+    const started = client !== undefined ? (this.byClient.get(client) ?? 0) : 0;
+    if (client !== undefined && this.limits.maxFillsPerClient > 0 && started >= this.limits.maxFillsPerClient) {
+      throw tooManyRequests(1, `this client already has ${started} blob fetches under way, the most one client may start at once`);
+    }
+    const interest = new FillInterest(digest.value);
+    interest.add(requester?.signal);
+    let entry: ActiveFill | undefined;
+    const done = (): void => {
+      if (entry) this.forget(digest, entry);
+    };
+    entry = { fill: this.start(digest, source, interest.abandoned, done), registry: source.registry, repo: source.repo, interest, client };
+    this.active.set(digest.value, entry);
+    if (client !== undefined) this.byClient.set(client, started + 1);
+    entry.fill.catch(done);
+    return { fill: entry.fill, shared: false, sameSource: true };
   }
 
-  private async start(digest: Digest, source: Target, done: () => void): Promise<BlobFill> {
-    const release = await source.upstream.fetchSlots.acquire();
+  private async start(digest: Digest, source: Target, abandoned: AbortSignal, done: () => void): Promise<BlobFill> {
+    let release: () => void;
+    try {
+      release = await source.upstream.fetchSlots.acquire(abandoned);
+    } catch (err) {
+      if (err instanceof QueueFullError) {
+        throw tooManyRequests(QUEUE_FULL_RETRY_S, `upstream ${source.registry} has ${err.waiting} blob fetches waiting already`);
+      }
+      if (err instanceof FillAbandonedError) this.log.info({ digest: digest.value, upstream: source.registry, repo: source.repo }, 'queued blob fill dropped: no client waits for it any more');
+      throw err;
+    }
     let fill: BlobFill;
     let upstream: BlobStream;
     try {
@@ -158,10 +255,13 @@ export class BlobFills {
     }
   }
 
-  private forget(digest: Digest, fill: Promise<BlobFill>): void {
-    if (this.active.get(digest.value) !== fill) return;
+  private forget(digest: Digest, entry: ActiveFill): void {
+    if (this.active.get(digest.value) !== entry) return;
     this.active.delete(digest.value);
-    this.sources.delete(digest.value);
+    if (entry.client === undefined) return;
+    const left = (this.byClient.get(entry.client) ?? 1) - 1;
+    if (left <= 0) this.byClient.delete(entry.client);
+    else this.byClient.set(entry.client, left);
   }
 }
 

@@ -4,7 +4,7 @@ import type { ByteRange } from '../cache/blob-store.js';
 import { CacheMissError, type Cache } from '../cache/cache.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { unavailable } from '../oci/errors.js';
-import type { BlobFills } from './blob-fills.js';
+import type { BlobFills, Requester } from './blob-fills.js';
 import type { CacheOutcome } from './outcome.js';
 import type { RepositoryGate } from './repository-gate.js';
 import type { Target } from './resolve.js';
@@ -30,7 +30,7 @@ export class BlobService {
     private readonly gate: RepositoryGate,
   ) {}
 
-  async get(target: Target, reference: string, head: boolean): Promise<BlobAnswer> {
+  async get(target: Target, reference: string, head: boolean, requester?: Requester): Promise<BlobAnswer> {
     const digest = parseDigest(reference);
     const record = this.cache.lookupBlob(digest);
     if (record) {
@@ -40,7 +40,7 @@ export class BlobService {
         digest: digest.value,
         size: record.size,
         cache: 'hit',
-        open: (range) => this.openCached(target, digest, record.size, range),
+        open: (range) => this.openCached(target, digest, record.size, range, requester),
         verifiedFile: () => this.cache.verifiedFile(digest, record.size),
       };
     }
@@ -51,9 +51,9 @@ export class BlobService {
       this.gate.record(target, digest);
       if (size !== undefined) return { digest: digest.value, size, cache: 'pass', open: () => Promise.reject(new Error('HEAD has no body')) };
     }
-    const { fill, shared } = await this.joinFill(target, digest);
+    const { fill, shared } = await this.joinFill(target, digest, requester);
     if (fill.state === 'failed') throw unavailable(`fetching ${digest.value} from upstream failed: ${fill.error?.message ?? 'unknown error'}`);
-    return { digest: digest.value, size: fill.size ?? fill.written, cache: shared ? 'coalesced' : 'miss', open: async (range) => this.readFill(target, fill, digest, range) };
+    return { digest: digest.value, size: fill.size ?? fill.written, cache: shared ? 'coalesced' : 'miss', open: async (range) => this.readFill(target, fill, digest, range, requester) };
   }
 
   /** Makes sure a blob is cached, without reading it (warm-up); tells whether it had to be fetched. */
@@ -70,19 +70,19 @@ export class BlobService {
   }
 
   /** The cached file, or, if it turned out missing or damaged, a fresh fill from upstream. */
-  private async openCached(target: Target, digest: Digest, size: number, range?: ByteRange): Promise<Readable | Buffer> {
+  private async openCached(target: Target, digest: Digest, size: number, range?: ByteRange, requester?: Requester): Promise<Readable | Buffer> {
     try {
       return await this.cache.openBlob(digest, size, range);
     } catch (err) {
       if (!(err instanceof CacheMissError)) throw err;
-      const { fill } = await this.joinFill(target, digest);
+      const { fill } = await this.joinFill(target, digest, requester);
       if (fill.size !== size) throw unavailable(`${digest.value} changed size upstream (${fill.size ?? 'unknown'} ≠ ${size})`);
-      return this.readFill(target, fill, digest, range);
+      return this.readFill(target, fill, digest, range, requester);
     }
   }
 
-  private async joinFill(target: Target, digest: Digest, attempt = 0): Promise<{ fill: BlobFill; shared: boolean }> {
-    const { fill: pending, shared, sameSource } = this.fills.join(digest, target);
+  private async joinFill(target: Target, digest: Digest, requester?: Requester, attempt = 0): Promise<{ fill: BlobFill; shared: boolean }> {
+    const { fill: pending, shared, sameSource } = this.fills.join(digest, target, requester);
     if (shared && !sameSource) {
       // Another repository's fill: no byte of it is ours until the upstream confirms the blob is in our repository too.
       pending.catch(() => undefined); // its own failure is handled below, once we are admitted
@@ -95,15 +95,15 @@ export class BlobService {
       // A fill started through another repository or registry failed before any byte
       // (a 404 or 403 there says nothing about ours): fetch through our own target.
       if (!shared || sameSource || attempt > 0) throw err;
-      return this.joinFill(target, digest, attempt + 1);
+      return this.joinFill(target, digest, requester, attempt + 1);
     }
     // Without a Content-Length upstream, the size is known only at the end.
     if (fill.size === undefined) await fill.settled();
     return { fill, shared };
   }
 
-  private readFill(target: Target, fill: BlobFill, digest: Digest, range?: ByteRange): Readable | Promise<Readable | Buffer> {
-    if (fill.state === 'committed') return this.openCached(target, digest, fill.written, range);
+  private readFill(target: Target, fill: BlobFill, digest: Digest, range?: ByteRange, requester?: Requester): Readable | Promise<Readable | Buffer> {
+    if (fill.state === 'committed') return this.openCached(target, digest, fill.written, range, requester);
     if (fill.state === 'failed') throw unavailable(`fetching ${digest.value} from upstream failed: ${fill.error?.message ?? 'unknown error'}`);
     try {
       return fill.createReader(range?.start, range?.end);

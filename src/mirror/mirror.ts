@@ -4,13 +4,13 @@ import { parseDigest } from '../oci/digest.js';
 import { manifestUnknown, nameUnknown } from '../oci/errors.js';
 import type { Logger } from '../log.js';
 import { header, type UpstreamRegistry } from '../upstream/upstream-registry.js';
-import { BlobFills } from './blob-fills.js';
+import { BlobFills, type FillLimits, type Requester } from './blob-fills.js';
 import { BlobService, type BlobAnswer } from './blobs.js';
 import { ManifestService, type ManifestAnswer, type ManifestPolicy } from './manifests.js';
 import { RepositoryGate } from './repository-gate.js';
 import type { Target, UpstreamResolver } from './resolve.js';
 
-export type { BlobAnswer, ManifestAnswer, Target };
+export type { BlobAnswer, FillLimits, ManifestAnswer, Requester, Target };
 
 /** What the mirror reports as it works (for metrics). */
 export interface MirrorEvents {
@@ -38,11 +38,12 @@ export class Mirror {
     readonly cache: Cache,
     private readonly resolver: UpstreamResolver,
     policy: ManifestPolicy,
+    fillLimits: FillLimits,
     log: Logger,
     events: MirrorEvents = { upstreamBytes: () => undefined },
   ) {
     const gate = new RepositoryGate(cache, policy.notFoundTtlMs);
-    this.fills = new BlobFills(cache, log, events);
+    this.fills = new BlobFills(cache, log, events, fillLimits);
     this.manifests = new ManifestService(cache, policy, log, events, gate);
     this.blobs = new BlobService(cache, this.fills, gate);
   }
@@ -60,8 +61,9 @@ export class Mirror {
     return this.manifests.get(target, reference, accept, head);
   }
 
-  blob(target: Target, digest: string, head: boolean): Promise<BlobAnswer> {
-    return this.blobs.get(target, digest, head);
+  /** A blob; `requester` is the client asking, whose new fills are limited and dropped from the queue when it leaves. */
+  blob(target: Target, digest: string, head: boolean, requester?: Requester): Promise<BlobAnswer> {
+    return this.blobs.get(target, digest, head, requester);
   }
 
   /** Caches a blob without streaming it anywhere (warm-up). */

@@ -23,6 +23,8 @@ export interface RegistrySettings {
   /** Overrides the global tag TTL for this registry. */
   tagTtlMs: number | undefined;
   maxConcurrentFetches: number;
+  /** Fills that may wait for a slot; beyond this, clients get 429. */
+  maxQueuedFetches: number;
 }
 
 export interface FetchedManifest {
@@ -79,7 +81,7 @@ export class UpstreamRegistry {
     readonly endpoints: readonly EndpointClient[],
     readonly settings: RegistrySettings,
   ) {
-    this.fetchSlots = new Semaphore(settings.maxConcurrentFetches);
+    this.fetchSlots = new Semaphore(settings.maxConcurrentFetches, settings.maxQueuedFetches);
   }
 
   async send(req: UpstreamRequest, options: SendOptions = {}): Promise<UpstreamResponse & { client: EndpointClient }> {

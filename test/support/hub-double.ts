@@ -5,14 +5,14 @@ import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { startCdn } from './hub-cdn.js';
-import { FaultState, pumpBody, type FailFilter, type RequestKind } from './hub-faults.js';
+import { FaultState, pumpBody, type FailFilter, type Hold, type RequestKind } from './hub-faults.js';
 import { closeServer, firstRangeStart, listen, readSmallBody, sendJson, trackSockets } from './hub-http.js';
 import { classify, recordAuth, type AuthRecord, type HubStats, StatsBook } from './hub-stats.js';
 import {
   HUB_SERVICE, TokenStore, bearerChallenge, credentialsMatch, errorBody, errorCodeFor, parseBasic, tokenBody,
 } from './hub-tokens.js';
 
-export type { FailFilter, RequestInfo, RequestKind } from './hub-faults.js';
+export type { FailFilter, Hold, RequestInfo, RequestKind } from './hub-faults.js';
 export type { AuthRecord, HubRequestLog, HubStats } from './hub-stats.js';
 export { HUB_SERVICE } from './hub-tokens.js';
 
@@ -39,6 +39,8 @@ export interface HubDouble {
   authSeen(): AuthRecord[];
   readonly cdnAuthHeadersSeen: number;
   failNext(n: number, status: number, headers?: Record<string, string>, filter?: FailFilter): void;
+  /** Stall every matching request until the returned hold is released. */
+  hold(filter?: FailFilter): Hold;
   /** Stall the next n matching requests by `ms` before answering (latency beyond a deadline). */
   delayNext(n: number, ms: number, filter?: FailFilter): void;
   /** Serve this blob with one byte flipped (default: the middle byte), same length. */
@@ -182,6 +184,7 @@ export async function startHubDouble(opts: HubDoubleOptions): Promise<HubDouble>
     const setStatus = (s: number): void => void (entry.status = s);
     recordAuth(book, 'hub', req, path);
 
+    await faults.awaitHolds({ method, path, kind });
     const delay = faults.takeDelay({ method, path, kind });
     if (delay > 0) await sleep(delay);
     const fail = faults.takeFailure({ method, path, kind });
@@ -258,6 +261,7 @@ export async function startHubDouble(opts: HubDoubleOptions): Promise<HubDouble>
     get cdnAuthHeadersSeen(): number {
       return book.auth.filter((a) => a.server === 'cdn').length;
     },
+    hold: (filter) => faults.hold(filter),
     delayNext(n, ms, filter): void {
       faults.delayRules.push({ remaining: n, ms, ...(filter !== undefined ? { filter } : {}) });
     },

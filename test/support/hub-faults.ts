@@ -32,7 +32,35 @@ export interface DelayRule {
   filter?: FailFilter;
 }
 
+/** Matching requests wait, unanswered, until the hold is released: an upstream that stalls for as long as a test needs. */
+export class Hold {
+  private readonly waiters = new Set<() => void>();
+  released = false;
+
+  constructor(
+    readonly filter: FailFilter | undefined,
+    private readonly onRelease: (hold: Hold) => void,
+  ) {}
+
+  /** Requests waiting on this hold now. */
+  get waiting(): number {
+    return this.waiters.size;
+  }
+
+  wait(): Promise<void> {
+    return this.released ? Promise.resolve() : new Promise((resolve) => this.waiters.add(resolve));
+  }
+
+  release(): void {
+    this.released = true;
+    this.onRelease(this);
+    for (const wake of this.waiters) wake();
+    this.waiters.clear();
+  }
+}
+
 export class FaultState {
+  holds: Hold[] = [];
   failRules: FailRule[] = [];
   delayRules: DelayRule[] = [];
   /** digest → absolute byte offset to flip (undefined = middle of the blob). */
@@ -59,6 +87,18 @@ export class FaultState {
     return rule.ms;
   }
 
+  /** Adds a hold: requests matching `filter` stall until `release()`. */
+  hold(filter?: FailFilter): Hold {
+    const hold = new Hold(filter, (h) => (this.holds = this.holds.filter((other) => other !== h)));
+    this.holds.push(hold);
+    return hold;
+  }
+
+  /** Resolves when every hold matching the request is released (at once when none does). */
+  async awaitHolds(req: RequestInfo): Promise<void> {
+    for (const hold of this.holds.filter((h) => matches(h.filter, req))) await hold.wait();
+  }
+
   /** Consumes one mid-blob death for this digest, returning the byte budget. */
   takeDeath(digest: string | undefined): number | undefined {
     if (!digest) return undefined;
@@ -70,6 +110,7 @@ export class FaultState {
   }
 
   clear(): void {
+    for (const hold of [...this.holds]) hold.release();
     this.failRules = [];
     this.delayRules = [];
     this.corrupt.clear();
