@@ -8,6 +8,7 @@ import { mkdir } from 'node:fs/promises';
 import type { Config } from './config/schema.js';
 import { createApp } from './http/app.js';
 import { HtpasswdVerifier } from './http/htpasswd.js';
+import { ConnectionGuard } from './http/connection-guard.js';
 import { boundPort, createServer, listen, parseListen, reloadTls } from './http/server.js';
 import { CacheSweeper } from './jobs/cache-sweeper.js';
 import { startHealthProbes } from './jobs/health-probes.js';
@@ -48,6 +49,8 @@ export interface Stevedore extends Core {
   url: string;
   /** The plain-HTTP listener's URL, when TLS is on and one is configured. */
   plainUrl: string | undefined;
+  /** Open client connections, in total and per address, across the listeners. */
+  connections: ConnectionGuard;
   /** Re-reads the htpasswd file and the TLS certificate (SIGHUP); failures keep the old ones. */
   reload(): void;
 }
@@ -207,6 +210,10 @@ export async function startStevedore(config: Config, log: Logger): Promise<Steve
     throw err;
   };
   const tls = config.tls.cert ? { cert: config.tls.cert, key: config.tls.key } : undefined;
+  const guard = new ConnectionGuard(
+    { maxConnections: config.limits.maxConnections, maxConnectionsPerClient: config.limits.maxConnectionsPerClient, sendTimeoutMs: config.limits.sendTimeout },
+    (client, queuedBytes) => log.warn({ client, queuedBytes, sendTimeoutMs: config.limits.sendTimeout }, 'client read nothing for sendTimeout: connection closed'),
+  );
   let verifier: HtpasswdVerifier | undefined;
   try {
     verifier = config.auth.htpasswd ? new HtpasswdVerifier(config.auth.htpasswd) : undefined;
@@ -214,9 +221,8 @@ export async function startStevedore(config: Config, log: Logger): Promise<Steve
     const auth = verifier ? { verifier, realm: config.auth.realm, access: config.auth.access } : undefined;
     const offload = config.offload.header ? config.offload : undefined;
     const app = createApp({ core, log, adminToken: config.admin.token, audit, auth, offload });
-    const connections = { open: 0 };
-    servers.push(createServer(app, config.limits, connections, tls));
-    if (tls && config.tls.plainListen) servers.push(createServer(app, config.limits, connections));
+    servers.push(createServer(app, config.limits, guard, tls));
+    if (tls && config.tls.plainListen) servers.push(createServer(app, config.limits, guard));
     await listen(servers[0]!, parseListen(config.listen));
     if (servers[1]) await listen(servers[1], parseListen(config.tls.plainListen));
   } catch (err) {
@@ -282,5 +288,5 @@ export async function startStevedore(config: Config, log: Logger): Promise<Steve
       await core.close({ fillGraceMs: Math.max(1_000, config.limits.shutdownGrace - (Date.now() - started)) });
       release();
     })());
-  return { ...core, server, servers, url, plainUrl, reload, close };
+  return { ...core, server, servers, url, plainUrl, connections: guard, reload, close };
 }

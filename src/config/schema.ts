@@ -196,6 +196,12 @@ export const configSchema = z.strictObject({
       keepAliveTimeout: duration('65s'),
       /** Open client connections; more get 429 TOOMANYREQUESTS and are closed. */
       maxConnections: z.number().int().min(1).max(1_000_000).default(2048),
+      /** Open connections from one client address; more get 429 TOOMANYREQUESTS and are closed; 0: no limit. */
+      maxConnectionsPerClient: z.number().int().min(0).max(1_000_000).default(256),
+      /** A response that sends no byte for this long (a client that stopped reading) is cut. */
+      sendTimeout: duration('60s'),
+      /** A TLS handshake must complete within this. */
+      handshakeTimeout: duration('10s'),
       /** Largest request header block. */
       maxHeaderSize: size('16KiB'),
       /** New blob fetches one client address may have queued or running at once (joining a running one is free); 0: no limit. */

@@ -3,6 +3,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type Koa from 'koa';
+import type { ConnectionGuard } from './connection-guard.js';
 import { headersTooLarge, malformedRequest, requestTimeout, tooManyRequests, type RegistryError } from '../oci/errors.js';
 
 export interface ListenAddress {
@@ -15,7 +16,10 @@ export interface ServerLimits {
   requestTimeout: number;
   keepAliveTimeout: number;
   maxConnections: number;
+  maxConnectionsPerClient: number;
   maxHeaderSize: number;
+  /** A TLS handshake must complete within this. */
+  handshakeTimeout: number;
 }
 
 export interface TlsFiles {
@@ -74,20 +78,18 @@ function sendError(res: ServerResponse, error: RegistryError): void {
 
 /**
  * The HTTP(S) server: header and request timeouts against slowloris (downloads
- * themselves may take as long as they need), a connection limit that answers
+ * themselves may take as long as they need), connection limits that answer
  * with an OCI error, and OCI errors for requests too broken for Koa to see.
+ * All of a process's listeners share one `guard`, so the limits hold across them.
  */
-/** Open client connections across all of a process's listeners, which share one limit. */
-export interface ConnectionCount {
-  open: number;
-}
-
-export function createServer(app: Koa, limits: ServerLimits, connections: ConnectionCount, tls?: TlsFiles): Server {
+export function createServer(app: Koa, limits: ServerLimits, guard: ConnectionGuard, tls?: TlsFiles): Server {
   const handle = app.callback();
-  const overLimit = new WeakSet<Socket>();
-  const tooMany = tooManyRequests(1, `this mirror serves at most ${limits.maxConnections} connections at once; retry shortly`);
+  const refusals = new WeakMap<Socket, RegistryError>();
+  const serverFull = tooManyRequests(1, `this mirror serves at most ${limits.maxConnections} connections at once; retry shortly`);
+  const clientFull = tooManyRequests(1, `this mirror serves at most ${limits.maxConnectionsPerClient} connections from one client address at once; retry shortly`);
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    if (overLimit.has(req.socket)) return sendError(res, tooMany);
+    const refused = refusals.get(req.socket);
+    if (refused) return sendError(res, refused);
     if (!bodyCanBeDiscarded(req)) {
       // As Go's net/http and nginx do: answer, then close. Reading an unbounded body
       // nobody wants would take the next request on this connection for its bytes.
@@ -103,15 +105,23 @@ export function createServer(app: Koa, limits: ServerLimits, connections: Connec
     maxHeaderSize: limits.maxHeaderSize,
     connectionsCheckingInterval: TIMEOUT_CHECK_MS,
   };
-  const server: Server = tls ? createHttpsServer({ ...options, ...readTls(tls) }, onRequest) : createHttpServer(options, onRequest);
+  const server: Server = tls
+    ? createHttpsServer({ ...options, ...readTls(tls), handshakeTimeout: limits.handshakeTimeout }, onRequest)
+    : createHttpServer(options, onRequest);
   server.maxConnections = limits.maxConnections + HARD_LIMIT_SLACK;
-  server.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => {
-    connections.open++;
-    socket.once('close', () => connections.open--);
-    if (connections.open > limits.maxConnections) overLimit.add(socket);
+  const judge = (socket: Socket): void => {
+    const admission = guard.admission(socket.remoteAddress);
+    if (admission !== 'ok') refusals.set(socket, admission === 'server-full' ? serverFull : clientFull);
+  };
+  // Counted from the TCP accept, so connections still in their TLS handshake count too.
+  server.on('connection', (socket: Socket) => {
+    guard.track(socket);
+    if (!tls) judge(socket);
   });
+  if (tls) server.on('secureConnection', judge);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (err.code === 'ECONNRESET' || !socket.writable) {
+    // A failed or timed-out TLS handshake leaves no channel to answer on: an HTTP error written there would wait forever.
+    if (err.code === 'ECONNRESET' || !socket.writable || isTlsFailure(err)) {
       socket.destroy();
       return;
     }
@@ -124,6 +134,10 @@ export function createServer(app: Koa, limits: ServerLimits, connections: Connec
     socket.end(rawResponse(error));
   });
   return server;
+}
+
+function isTlsFailure(err: NodeJS.ErrnoException): boolean {
+  return /^ERR_(?:TLS|SSL)_/.test(err.code ?? '') || 'library' in err;
 }
 
 /** Swaps in a re-read certificate and key; connections already open keep theirs. */

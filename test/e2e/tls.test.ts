@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as connectTcp, type Socket } from 'node:net';
 import { connect, type TLSSocket } from 'node:tls';
 import { Agent, request } from 'undici';
 import { freePort, startRegistry, type RegistryHandle } from '../support/registry.js';
@@ -23,6 +24,7 @@ let second: TestCertificate;
 let plainPort: number;
 const work = mkdtempSync(join(tmpdir(), 'stevedore-tls-'));
 const served = { cert: join(work, 'served.crt'), key: join(work, 'served.key') };
+const PER_CLIENT = 4;
 
 function serve(cert: TestCertificate): void {
   copyFileSync(cert.certFile, served.cert);
@@ -51,7 +53,10 @@ before(async () => {
   mirror = await startMirrorProcess({
     port: await freePort(),
     upstreams: [{ registry: 'docker.io', url: registry.url }],
-    extra: { tls: { cert: served.cert, key: served.key, plainListen: `127.0.0.1:${plainPort}` } },
+    extra: {
+      tls: { cert: served.cert, key: served.key, plainListen: `127.0.0.1:${plainPort}` },
+      limits: { maxConnectionsPerClient: PER_CLIENT, handshakeTimeout: '1s' },
+    },
   });
 });
 
@@ -109,4 +114,38 @@ test('SIGHUP reloads the certificate: new connections get the new one, an open k
   process.kill(mirror.pid, 'SIGHUP');
   await waitFor('broken certificate refused', () => mirror.logs().includes('TLS certificate not reloaded'));
   assert.equal(await presented(port), second.fingerprint);
+});
+
+test('connections still in their TLS handshake count against the limits, and one that never handshakes is closed after handshakeTimeout', async () => {
+  const port = Number(new URL(mirror.url).port);
+  const silent: Socket[] = [];
+  const closed: Promise<void>[] = [];
+  for (let i = 0; i < PER_CLIENT; i++) {
+    const socket = connectTcp({ port, host: '127.0.0.1', localAddress: '127.0.3.1' });
+    socket.on('error', () => undefined);
+    closed.push(new Promise((resolve) => socket.once('close', () => resolve())));
+    await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    silent.push(socket);
+  }
+  try {
+    // A real client from the same address completes its handshake: it is one too many.
+    const answer = await new Promise<string>((resolve, reject) => {
+      const tcp = connectTcp({ port, host: '127.0.0.1', localAddress: '127.0.3.1' });
+      const socket: TLSSocket = connect({ socket: tcp, rejectUnauthorized: false }, () => {
+        socket.write('GET /v2/ HTTP/1.1\r\nHost: mirror\r\nConnection: close\r\n\r\n');
+      });
+      let text = '';
+      socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      socket.once('close', () => resolve(text));
+      socket.once('error', reject);
+    });
+    assert.match(answer, /^HTTP\/1\.1 429 /);
+    assert.match(answer, /from one client address/);
+    // The silent ones are cut by the handshake timeout, not kept for the default two minutes.
+    await Promise.all(closed);
+    const later = await get(`http://127.0.0.1:${plainPort}/v2/`);
+    assert.equal(later.status, 200);
+  } finally {
+    for (const socket of silent) socket.destroy();
+  }
 });
