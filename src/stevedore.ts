@@ -216,7 +216,7 @@ export async function startStevedore(config: Config, log: Logger): Promise<Steve
   );
   let verifier: HtpasswdVerifier | undefined;
   try {
-    verifier = config.auth.htpasswd ? new HtpasswdVerifier(config.auth.htpasswd) : undefined;
+    verifier = config.auth.htpasswd ? new HtpasswdVerifier(config.auth.htpasswd, { maxFailures: config.auth.maxFailedLogins, failureWindowMs: config.auth.failedLoginWindow }) : undefined;
     const audit = config.auditLog ? createLogger('info', config.auditLog) : undefined;
     const auth = verifier ? { verifier, realm: config.auth.realm, access: config.auth.access } : undefined;
     const offload = config.offload.header ? config.offload : undefined;
@@ -286,6 +286,7 @@ export async function startStevedore(config: Config, log: Logger): Promise<Steve
       clearTimeout(grace);
       clearInterval(sweepIdle);
       await core.close({ fillGraceMs: Math.max(1_000, config.limits.shutdownGrace - (Date.now() - started)) });
+      await verifier?.close();
       release();
     })());
   return { ...core, server, servers, url, plainUrl, connections: guard, reload, close };

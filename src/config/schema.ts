@@ -162,6 +162,9 @@ export const configSchema = z.strictObject({
       htpasswd: z.string().default(''),
       realm: z.string().regex(/^[^"\\]*$/, 'no quotes or backslashes').default('Stevedore'),
       access: z.array(accessRuleSchema).default([]),
+      /** Failed logins one client address may make per failedLoginWindow; beyond, it gets 429 until the window ends. 0: no limit. */
+      maxFailedLogins: z.number().int().min(0).max(1_000_000).default(10),
+      failedLoginWindow: duration('5m'),
     })
     .prefault({}),
   tls: z

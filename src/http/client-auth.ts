@@ -55,9 +55,12 @@ export function clientAuth(verifier: HtpasswdVerifier, realm: string) {
     if (ctx.path !== '/v2' && !ctx.path.startsWith('/v2/')) return next();
     const credentials = parseBasic(ctx.get('Authorization') || undefined);
     if (!credentials) throw unauthorized('this mirror requires a user name and password', challenge);
-    const verdict = await verifier.verify(credentials.user, credentials.password);
-    if (verdict === 'busy') throw tooManyRequests(1, 'too many logins are being checked; retry shortly');
-    if (verdict === 'rejected') {
+    const verdict = await verifier.verify(credentials.user, credentials.password, ctx.ip);
+    if (verdict.result === 'busy') throw tooManyRequests(1, 'too many logins are being checked; retry shortly');
+    if (verdict.result === 'locked') {
+      throw withLogDetail(tooManyRequests(verdict.retryAfterSeconds, 'too many failed logins from this address; retry later'), `login refused for user "${credentials.user.slice(0, 100)}": too many failures from ${ctx.ip}`);
+    }
+    if (verdict.result === 'rejected') {
       throw withLogDetail(unauthorized('invalid user name or password', challenge), `login failed for user "${credentials.user.slice(0, 100)}"`);
     }
     (ctx.state as RequestLogFields).user = credentials.user;
