@@ -129,9 +129,9 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
     log,
     { upstreamBytes: (registry, bytes) => metrics.recordUpstreamBytes(registry, bytes) },
   );
-  const policy = { maxSize: config.cache.maxSize, lowWater: config.cache.lowWater, blobIdleTtlMs: config.cache.blobIdleTtl, gcGraceMs: config.cache.gcGrace };
+  const policy = { maxSize: config.cache.maxSize, lowWater: config.cache.lowWater, blobIdleTtlMs: config.cache.blobIdleTtl, gcGraceMs: config.cache.gcGrace, minFree: config.cache.minFreeSpace };
   const sweeper = new CacheSweeper(cache, policy, options.background ? config.cache.sweepInterval : 2 ** 31 - 1, log);
-  mirror.fills.onDiskFull = () => sweeper.run();
+  mirror.onDiskFull = (bytes) => sweeper.run({ needFreeBytes: bytes });
   const warmups = new WarmupRunner(mirror, cache, instanceId, log);
   const probes = startHealthProbes(resolver.registries(), { intervalMs: options.background ? config.health.probeInterval : 2 ** 31 - 1, timeoutMs: config.health.probeTimeout }, log);
   const schedule = options.background ? scheduleWarmups(config.warmup, warmups, log) : { jobs: [], stop: () => undefined };

@@ -77,8 +77,8 @@ export class BlobFill extends EventEmitter {
   /** Set when the disk filled up: the rest of the blob streams through memory, uncached. */
   spill: SpillBuffer | undefined;
   private recent = new SpillBuffer(0);
-  /** Called once on a full disk, to make room before giving up on caching. */
-  onDiskFull: (() => Promise<void>) | undefined;
+  /** Called once on a full disk, to make room for the rest of the blob before giving up on caching. */
+  onDiskFull: ((bytesNeeded: number) => Promise<void>) | undefined;
 
   constructor(
     readonly digest: Digest,
@@ -164,7 +164,7 @@ export class BlobFill extends EventEmitter {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
         if (attempt === 0 && this.onDiskFull) {
-          await this.onDiskFull();
+          await this.onDiskFull((this.expectedSize ?? this.written) - this.diskBytes);
           continue;
         }
         // Still full: stream the rest to the clients without caching it.

@@ -174,6 +174,11 @@ export class Cache {
     return this.store.relativePathOf(digest);
   }
 
+  /** Free and total bytes of the cache's disk; undefined when they cannot be read. */
+  diskSpace(): Promise<{ free: number; total: number } | undefined> {
+    return this.store.diskSpace().catch(() => undefined);
+  }
+
   recordAccess(digest: Digest): void {
     this.access.record(digest.value);
   }
@@ -276,9 +281,16 @@ export class Cache {
   async remove(digest: Digest): Promise<boolean> {
     if (this.isLeased(digest.value)) return false;
     const record = this.index.getBlob(digest.value);
-    this.index.removeBlob(digest.value);
     this.dropRemembered(digest.value);
-    this.verified.delete(digest.value);
+    try {
+      this.index.removeBlob(digest.value);
+    } catch (err) {
+      if (!isDiskFull(err)) throw err;
+      // On a full disk the index cannot even record a removal: free the bytes first, then
+      // forget them. Meanwhile a reader finds the file gone and fetches the blob again.
+      await this.store.remove(digest);
+      this.index.removeBlob(digest.value);
+    }
     if (record) this.shrank(record.size);
     await this.store.remove(digest);
     return true;
@@ -366,6 +378,12 @@ export class Cache {
 
   /** Told about every damaged file found while serving. */
   onCorrupt: ((digest: string, reason: string) => void) | undefined;
+}
+
+/** The cache's disk (or its index's) is full: making room may help. */
+export function isDiskFull(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL';
 }
 
 /** One key per (registry, repository, reference, accepted manifest types): the tag cache's, and the mirror's for coalescing. */

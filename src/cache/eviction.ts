@@ -11,9 +11,18 @@ export interface EvictionPolicy {
   blobIdleTtlMs: number;
   /** Layers no cached manifest refers to go once they are this old. */
   gcGraceMs: number;
+  /** Free space to keep on the cache's disk: a fraction of it, or bytes. Zero: no floor. */
+  minFree: MinFreeSpace;
 }
 
-export type EvictionReason = 'idle' | 'unreferenced' | 'quota';
+export type MinFreeSpace = { fraction: number } | { bytes: number };
+
+export type EvictionReason = 'idle' | 'unreferenced' | 'quota' | 'space';
+
+/** The free bytes the policy asks for on a disk of `total` bytes. */
+export function freeSpaceFloor(minFree: MinFreeSpace, total: number): number {
+  return 'fraction' in minFree ? Math.ceil(total * minFree.fraction) : minFree.bytes;
+}
 
 export interface SweepReport {
   removed: { digest: string; size: number; reason: EvictionReason }[];
@@ -21,6 +30,8 @@ export interface SweepReport {
   /** Blobs that would have gone but were being read; the next sweep takes them. */
   skippedInUse: number;
   cacheBytes: number;
+  /** Free bytes on the cache's disk after the sweep, when the store is a local disk. */
+  freeBytes?: number;
   dryRun: boolean;
 }
 
@@ -28,10 +39,11 @@ const LRU_BATCH = 500;
 
 /**
  * One pass of cache hygiene, in order: blobs idle past their TTL, layers no
- * manifest refers to (GC), then least recently used blobs until the cache is
- * back under the low-water mark. Pinned blobs are never candidates.
+ * manifest refers to (GC), least recently used blobs until the cache is back
+ * under the low-water mark, then more of them while the disk has less free
+ * space than the floor. Pinned blobs are never candidates.
  */
-export async function sweep(cache: Cache, policy: EvictionPolicy, options: { dryRun?: boolean; now?: number } = {}): Promise<SweepReport> {
+export async function sweep(cache: Cache, policy: EvictionPolicy, options: { dryRun?: boolean; now?: number; needFreeBytes?: number } = {}): Promise<SweepReport> {
   const now = options.now ?? Date.now();
   const dryRun = options.dryRun ?? false;
   cache.access.flush(); // LRU order must include the latest hits
@@ -58,19 +70,36 @@ export async function sweep(cache: Cache, policy: EvictionPolicy, options: { dry
   for (const candidate of cache.index.idleSince(now - policy.blobIdleTtlMs)) await take(candidate, 'idle');
   for (const candidate of cache.index.unreferencedSince(now - policy.gcGraceMs)) await take(candidate, 'unreferenced');
 
-  if (policy.maxSize > 0 && projected > policy.maxSize) {
-    const target = Math.floor(policy.maxSize * policy.lowWater);
-    const seen = new Set<string>();
+  const seen = new Set<string>();
+  /** Takes least recently used blobs for `reason` until `enough()` holds or none are left. */
+  const evictLru = async (reason: EvictionReason, enough: () => boolean): Promise<void> => {
     // Bounded: each round looks at new candidates or stops.
-    for (let limit = LRU_BATCH; projected > target; limit += LRU_BATCH) {
+    for (let limit = LRU_BATCH; !enough(); limit += LRU_BATCH) {
       const fresh = cache.index.leastRecentlyUsed(limit).filter((c) => !seen.has(c.digest) && !gone.has(c.digest));
       if (fresh.length === 0) break;
       for (const candidate of fresh) {
-        if (projected <= target) break;
+        if (enough()) break;
         seen.add(candidate.digest);
-        await take(candidate, 'quota');
+        await take(candidate, reason);
       }
     }
+  };
+
+  if (policy.maxSize > 0 && projected > policy.maxSize) {
+    const target = Math.floor(policy.maxSize * policy.lowWater);
+    await evictLru('quota', () => projected <= target);
+  }
+
+  const space = await cache.diskSpace();
+  if (space) {
+    // What the disk had free, plus what this sweep frees (a dry run frees nothing, so count all it would have).
+    const base = space.free - (dryRun ? 0 : report.bytes);
+    const free = (): number => base + report.bytes;
+    const floor = freeSpaceFloor(policy.minFree, space.total);
+    // Under the floor, make room to a little above it (by lowWater), so the next fill does not sweep again.
+    const wanted = Math.max(floor > 0 ? Math.ceil(floor / policy.lowWater) : 0, space.free + (options.needFreeBytes ?? 0));
+    if (free() < floor || (options.needFreeBytes ?? 0) > 0) await evictLru('space', () => free() >= Math.min(space.total, wanted));
+    report.freeBytes = free();
   }
   report.cacheBytes = dryRun ? projected : cache.bytes;
   return report;

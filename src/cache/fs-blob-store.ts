@@ -1,4 +1,4 @@
-import { mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, statfs, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Digest } from '../oci/digest.js';
@@ -22,6 +22,12 @@ export class FsBlobStore implements BlobStore {
 
   get blobRootPath(): string {
     return this.blobRoot;
+  }
+
+  /** Free and total bytes of the disk the blobs live on (for the non-root user: bavail). */
+  async diskSpace(): Promise<{ free: number; total: number }> {
+    const s = await statfs(this.blobRoot);
+    return { free: s.bavail * s.bsize, total: s.blocks * s.bsize };
   }
 
   /** Removes a stray file found under the blob root (never outside it). */
@@ -56,15 +62,17 @@ export class FsBlobStore implements BlobStore {
     const temp = this.tempPath(digest);
     const handle = await open(temp, 'w', 0o644);
     try {
-      await handle.writeFile(bytes);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await this.publish(temp, digest).catch(async (err: unknown) => {
+      try {
+        await handle.writeFile(bytes);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await this.publish(temp, digest);
+    } catch (err) {
       await unlink(temp).catch(() => undefined);
       throw err;
-    });
+    }
   }
 
   async beginFill(digest: Digest, expectedSize?: number): Promise<BlobFill> {

@@ -137,6 +137,19 @@ export const configSchema = z.strictObject({
       blobIdleTtl: duration('30d'),
       gcGrace: duration('1h'),
       sweepInterval: duration('5m'),
+      minFreeSpace: z
+        .string()
+        .default('5%')
+        .transform((text, ctx): { fraction: number } | { bytes: number } => {
+          const percent = /^(\d+(?:\.\d+)?)\s*%$/.exec(text.trim());
+          if (percent && Number(percent[1]) < 100) return { fraction: Number(percent[1]) / 100 };
+          const bytes = percent ? undefined : parseSize(text);
+          if (bytes === undefined) {
+            ctx.addIssue({ code: 'custom', message: `expected a share of the disk such as 5% or a size such as 20GiB, got "${text}"` });
+            return z.NEVER;
+          }
+          return { bytes };
+        }),
     })
     .prefault({}),
   warmup: z.array(warmupJobSchema).default([]),

@@ -1,7 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
 import { NotCachedError, type BlobFill } from '../cache/blob-fill.js';
-import type { Cache } from '../cache/cache.js';
+import { isDiskFull, type Cache } from '../cache/cache.js';
 import type { Digest } from '../oci/digest.js';
 import { tooManyRequests } from '../oci/errors.js';
 import type { Logger } from '../log.js';
@@ -91,14 +91,13 @@ export class BlobFills {
   private readonly active = new Map<string, ActiveFill>();
   /** Fills queued or running per client address that started them. */
   private readonly byClient = new Map<string, number>();
-  /** Called when a fill hits a full disk, to make room (an eviction sweep). */
-  onDiskFull: (() => Promise<unknown>) | undefined;
-
   constructor(
     private readonly cache: Cache,
     private readonly log: Logger,
     private readonly events: { upstreamBytes(registry: string, bytes: number): void },
     private readonly limits: FillLimits,
+    /** Makes room for `bytes` on a full cache disk (an eviction sweep); never throws. */
+    private readonly makeRoom: (bytes: number) => Promise<void>,
   ) {}
 
   current(digest: Digest): Promise<BlobFill> | undefined {
@@ -183,9 +182,9 @@ export class BlobFills {
         throw err;
       }
       const fields = { digest: digest.value, upstream: source.registry, repo: source.repo };
-      fill.onDiskFull = async () => {
-        this.log.error(fields, 'cache disk is full; evicting to make room');
-        await this.onDiskFull?.().catch(() => undefined);
+      fill.onDiskFull = async (bytes) => {
+        this.log.error({ ...fields, bytes }, 'cache disk is full; evicting to make room');
+        await this.makeRoom(bytes);
       };
       fill.once('spill', () => this.log.error({ ...fields, bytes: fill.diskBytes }, 'cache disk is still full: streaming this blob to its clients without caching it'));
     } catch (err) {
@@ -246,9 +245,9 @@ export class BlobFills {
       const fields = { digest, upstream: source.registry, repo: source.repo, bytes: fill.written, err: describe(err), endpoint: stream.endpoint.displayUrl };
       if (err instanceof NotCachedError) {
         this.log.error(fields, 'blob served but not cached: the cache disk is full');
-      } else if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+      } else if (isDiskFull(err)) {
         this.log.error(fields, 'cache disk is full: blob not cached');
-        void this.onDiskFull?.().catch(() => undefined);
+        void this.makeRoom(fill.expectedSize ?? fill.written);
       } else {
         this.log.warn(fields, 'blob fill failed; nothing cached');
       }

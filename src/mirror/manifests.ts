@@ -1,4 +1,4 @@
-import { CacheMissError, tagKey, type Cache } from '../cache/cache.js';
+import { CacheMissError, isDiskFull, tagKey, type Cache } from '../cache/cache.js';
 import type { TagRecord } from '../cache/cache-index.js';
 import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { LRUCache } from 'lru-cache';
@@ -34,6 +34,8 @@ interface Stored {
   digest: string;
   mediaType: string;
   size: number;
+  /** The bytes, when the cache disk was too full to keep them: served once, not cached. */
+  uncached?: Buffer;
 }
 
 /**
@@ -53,6 +55,8 @@ export class ManifestService {
     private readonly log: Logger,
     private readonly events: { upstreamBytes(registry: string, bytes: number): void },
     private readonly gate: RepositoryGate,
+    /** Makes room for `bytes` on a full cache disk (an eviction sweep); never throws. */
+    private readonly makeRoom: (bytes: number) => Promise<void>,
   ) {
     this.notFound = new LRUCache({ max: 10_000, ttl: Math.max(1, policy.notFoundTtlMs) });
   }
@@ -134,15 +138,14 @@ export class ManifestService {
     const key = tagKey(target.registry, target.repo, tag, accept.join(','));
     const { promise, shared } = this.fetches.run(key, async () => {
       const stored = await this.fetchAndStore(target, tag, accept);
-      this.cache.putTag({
-        upstream: target.registry,
-        repo: target.repo,
-        tag,
-        acceptKey: accept.join(','),
-        digest: stored.digest,
-        mediaType: stored.mediaType,
-        fetchedAt: Date.now(),
-      });
+      if (stored.uncached) return stored;
+      const record = { upstream: target.registry, repo: target.repo, tag, acceptKey: accept.join(','), digest: stored.digest, mediaType: stored.mediaType, fetchedAt: Date.now() };
+      try {
+        this.cache.putTag(record);
+      } catch (err) {
+        if (!isDiskFull(err)) throw err;
+        this.log.error({ upstream: target.registry, repo: target.repo, reference: tag, err: (err as Error).message }, 'tag not cached: the cache disk is full');
+      }
       return stored;
     });
     return this.answer(await promise, accept, head, shared ? 'coalesced' : 'miss', target);
@@ -168,15 +171,28 @@ export class ManifestService {
       throw badGateway(`upstream ${target.registry} sent manifest ${target.repo}:${reference} with digest ${actual}, expected ${claimed}`);
     }
     const digest = parseDigest(actual);
-    await this.cache.storeManifest({
-      digest,
-      bytes: fetched.bytes,
-      mediaType,
-      children: referencedDigests(fetched.bytes),
-      upstream: target.registry,
-      repo: target.repo,
-    });
-    return { digest: digest.value, mediaType, size: fetched.bytes.length };
+    const entry = { digest, bytes: fetched.bytes, mediaType, children: referencedDigests(fetched.bytes), upstream: target.registry, repo: target.repo };
+    const stored: Stored = { digest: digest.value, mediaType, size: fetched.bytes.length };
+    return (await this.store(entry)) ? stored : { ...stored, uncached: fetched.bytes };
+  }
+
+  /** Stores a verified manifest; on a full disk, makes room and tries once more. False: it could not be cached. */
+  private async store(entry: Parameters<Cache['storeManifest']>[0]): Promise<boolean> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.cache.storeManifest(entry);
+        return true;
+      } catch (err) {
+        if (!isDiskFull(err)) throw err;
+        if (attempt === 0) {
+          this.log.error({ digest: entry.digest.value, upstream: entry.upstream, repo: entry.repo }, 'cache disk is full; evicting to make room for a manifest');
+          await this.makeRoom(entry.bytes.length);
+          continue;
+        }
+        this.log.error({ digest: entry.digest.value, upstream: entry.upstream, repo: entry.repo, bytes: entry.bytes.length }, 'manifest served but not cached: the cache disk is full');
+        return false;
+      }
+    }
   }
 
   private tagTtl(target: Target): number {
@@ -194,6 +210,7 @@ export class ManifestService {
       throw manifestUnknown(stored.digest, `manifest is ${stored.mediaType}, which the client's Accept header does not list`);
     }
     const digest = parseDigest(stored.digest);
+    if (stored.uncached) return { digest: stored.digest, mediaType: stored.mediaType, size: stored.size, cache, ...(head ? {} : { bytes: stored.uncached }) };
     if (head) {
       this.cache.recordAccess(digest);
       return { ...stored, cache };
@@ -203,8 +220,8 @@ export class ManifestService {
     } catch (err) {
       if (!(err instanceof CacheMissError)) throw err;
       // The cached copy was missing or damaged and is gone now: fetch it again by digest.
-      const fresh = await this.fetchAndStore(target, digest.value, MANIFEST_MEDIA_TYPES, digest);
-      return { ...fresh, bytes: await this.cache.readManifest(digest), cache: 'miss' };
+      const { uncached, ...fresh } = await this.fetchAndStore(target, digest.value, MANIFEST_MEDIA_TYPES, digest);
+      return { ...fresh, bytes: uncached ?? (await this.cache.readManifest(digest)), cache: 'miss' };
     }
   }
 }

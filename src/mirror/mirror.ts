@@ -31,6 +31,8 @@ export interface Passthrough {
  */
 export class Mirror {
   readonly fills: BlobFills;
+  /** Called when the cache disk is full, to make room for `bytes` more (an eviction sweep). */
+  onDiskFull: ((bytes: number) => Promise<unknown>) | undefined;
   private readonly manifests: ManifestService;
   private readonly blobs: BlobService;
 
@@ -43,8 +45,11 @@ export class Mirror {
     events: MirrorEvents = { upstreamBytes: () => undefined },
   ) {
     const gate = new RepositoryGate(cache, policy.notFoundTtlMs);
-    this.fills = new BlobFills(cache, log, events, fillLimits);
-    this.manifests = new ManifestService(cache, policy, log, events, gate);
+    const makeRoom = async (bytes: number): Promise<void> => {
+      await this.onDiskFull?.(bytes).catch(() => undefined);
+    };
+    this.fills = new BlobFills(cache, log, events, fillLimits, makeRoom);
+    this.manifests = new ManifestService(cache, policy, log, events, gate, makeRoom);
     this.blobs = new BlobService(cache, this.fills, gate);
   }
 
