@@ -220,7 +220,7 @@ export async function startStevedore(config: Config, log: Logger): Promise<Steve
     const audit = config.auditLog ? createLogger('info', config.auditLog) : undefined;
     const auth = verifier ? { verifier, realm: config.auth.realm, access: config.auth.access } : undefined;
     const offload = config.offload.header ? config.offload : undefined;
-    const app = createApp({ core, log, adminToken: config.admin.token, audit, auth, offload });
+    const app = createApp({ core, log, adminToken: config.admin.token, adminHosts: config.admin.hosts, audit, auth, offload });
     servers.push(createServer(app, config.limits, guard, tls));
     if (tls && config.tls.plainListen) servers.push(createServer(app, config.limits, guard));
     await listen(servers[0]!, parseListen(config.listen));

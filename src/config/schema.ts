@@ -157,6 +157,8 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** Bearer token for /api/; without one, only loopback clients may use it. */
       token: z.string().default(''),
+      /** Host names (besides localhost and loopback addresses) the admin API and dashboard answer to. */
+      hosts: z.array(z.string().regex(/^[A-Za-z0-9.-]+$|^\[[0-9a-fA-F:]+\]$/, 'a host name without port, such as stevedore.internal')).default([]),
     })
     .prefault({}),
   /** Upstream health: active probes and the per-endpoint circuit breaker. */

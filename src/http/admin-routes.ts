@@ -7,6 +7,7 @@ import type { ScheduledJob } from '../jobs/scheduler.js';
 import type { WarmupRunner } from '../jobs/warmup.js';
 import type { Metrics, StatsCounts } from '../metrics/metrics.js';
 import type { Mirror } from '../mirror/mirror.js';
+import type { AdminHosts } from './admin-hosts.js';
 
 /** What the admin API works with. */
 export interface AdminDeps {
@@ -37,8 +38,9 @@ const badRequest = (detail: string): RegistryError => new RegistryError(400, 'BA
  * The admin API under /api/: warm-up runs, job history, GC. It needs the
  * configured token, or, when none is configured, a loopback client.
  */
-export function adminRoutes(core: AdminDeps, token: string): Router {
+export function adminRoutes(core: AdminDeps, token: string, hosts: AdminHosts): Router {
   const router = new Router({ prefix: '/api' });
+  router.use(hosts.guard());
   router.use(guard(token));
 
   router.get('/stats', (ctx) => {
@@ -89,7 +91,7 @@ export function adminRoutes(core: AdminDeps, token: string): Router {
   });
 
   router.post('/warm', async (ctx) => {
-    const body = await readJson(ctx);
+    const body = await readJson(ctx, hosts);
     const configured = typeof body.job === 'string' ? core.scheduled.find((j) => j.config.name === body.job)?.config : undefined;
     if (typeof body.job === 'string' && !configured) throw badRequest(`no warm-up job named "${body.job}"`);
     const images = configured?.images ?? body.images;
@@ -128,7 +130,7 @@ export function adminRoutes(core: AdminDeps, token: string): Router {
   });
 
   router.post('/gc', async (ctx) => {
-    const body = await readJson(ctx);
+    const body = await readJson(ctx, hosts);
     ctx.body = await core.sweeper.run({ dryRun: body.dryRun === true });
   });
 
@@ -154,11 +156,11 @@ function guard(token: string) {
   };
 }
 
-async function readJson(ctx: Context): Promise<Record<string, unknown>> {
+async function readJson(ctx: Context, hosts: AdminHosts): Promise<Record<string, unknown>> {
   // A JSON content type cannot be sent cross-site without a CORS preflight, which we never grant.
   if (!ctx.is('application/json')) throw new RegistryError(415, 'UNSUPPORTED', 'the admin API takes application/json', ctx.get('Content-Type') || 'no Content-Type');
   const origin = ctx.get('Origin');
-  if (origin && origin !== `${ctx.protocol}://${ctx.host}`) throw denied(`cross-origin request from ${origin.slice(0, 100)} refused`);
+  if (origin && !hosts.allowsOrigin(origin, ctx.get('Host'))) throw denied(`cross-origin request from ${origin.slice(0, 100)} refused`);
   let text = '';
   for await (const chunk of ctx.req) {
     text += String(chunk);

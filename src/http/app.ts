@@ -4,6 +4,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Mirror } from '../mirror/mirror.js';
 import { routeUnknown } from '../oci/errors.js';
+import { AdminHosts } from './admin-hosts.js';
 import { adminRoutes, type AdminDeps } from './admin-routes.js';
 import { AccessRules, clientAuth, type AccessRule } from './client-auth.js';
 import type { HtpasswdVerifier } from './htpasswd.js';
@@ -17,6 +18,8 @@ export interface AppDeps {
   log: Logger;
   /** Bearer token for /api/; empty: loopback clients only. */
   adminToken: string;
+  /** Host names besides loopback ones the admin API and dashboard answer to. */
+  adminHosts: readonly string[];
   /** Where audit lines of pulls go, when enabled. */
   audit?: Logger;
   /** Blob hits sent by a front server, when configured. */
@@ -25,7 +28,7 @@ export interface AppDeps {
   auth?: { verifier: HtpasswdVerifier; realm: string; access: readonly AccessRule[] };
 }
 
-export function createApp({ core, log, adminToken, audit, auth, offload }: AppDeps): Koa {
+export function createApp({ core, log, adminToken, adminHosts, audit, auth, offload }: AppDeps): Koa {
   const { mirror, instanceId, metrics } = core;
   const app = new Koa();
   app.silent = true; // errors are logged by our own middleware
@@ -45,8 +48,9 @@ export function createApp({ core, log, adminToken, audit, auth, offload }: AppDe
   // The registry API is the hot path: it goes first, so its requests never pass the other routers.
   app.use(v2.routes());
   app.use(ops.routes());
-  app.use(uiRoutes().routes());
-  app.use(adminRoutes(core, adminToken).routes());
+  const hosts = new AdminHosts(adminHosts, adminToken !== '');
+  app.use(uiRoutes(hosts).routes());
+  app.use(adminRoutes(core, adminToken, hosts).routes());
   app.use((ctx) => {
     throw routeUnknown(ctx.path);
   });

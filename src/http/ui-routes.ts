@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Router from '@koa/router';
+import type { AdminHosts } from './admin-hosts.js';
 
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -12,7 +13,7 @@ const TYPES: Record<string, string> = {
 };
 
 /** The dashboard: a few static files, loaded once, plus the chart library vendored from npm. */
-export function uiRoutes(): Router {
+export function uiRoutes(hosts: AdminHosts): Router {
   const here = dirname(fileURLToPath(import.meta.url));
   const uiDir = join(here, '..', 'ui');
   const files = new Map<string, Buffer>();
@@ -24,6 +25,7 @@ export function uiRoutes(): Router {
   files.set('vendor-uplot.css', readFileSync(require.resolve('uplot/dist/uPlot.min.css')));
 
   const router = new Router();
+  router.use(hosts.guard());
   router.get('/', (ctx) => ctx.redirect('/ui/'));
   router.get(['/ui/', '/ui/:file'], async (ctx, next) => {
     const name = ctx.params.file ?? 'index.html';
