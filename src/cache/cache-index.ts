@@ -50,10 +50,11 @@ export class CacheIndex {
         `SELECT digest, size, media_type AS mediaType, created_at AS createdAt, last_access AS lastAccess, hits
          FROM blobs WHERE digest = ?`,
       ),
+      // A stored media type is never overwritten: the first verified answer for a digest decides it.
       putBlob: db.prepare(
         `INSERT INTO blobs (digest, size, media_type, created_at, last_access, hits)
          VALUES (@digest, @size, @mediaType, @now, @now, 0)
-         ON CONFLICT (digest) DO UPDATE SET media_type = COALESCE(excluded.media_type, blobs.media_type)`,
+         ON CONFLICT (digest) DO UPDATE SET media_type = COALESCE(blobs.media_type, excluded.media_type)`,
       ),
       deleteBlob: db.prepare('DELETE FROM blobs WHERE digest = ?'),
       touch: db.prepare('UPDATE blobs SET last_access = MAX(last_access, @at), hits = hits + @hits WHERE digest = @digest'),

@@ -172,8 +172,9 @@ export class ManifestService {
     }
     const digest = parseDigest(actual);
     const entry = { digest, bytes: fetched.bytes, mediaType, children: referencedDigests(fetched.bytes), upstream: target.registry, repo: target.repo };
-    const stored: Stored = { digest: digest.value, mediaType, size: fetched.bytes.length };
-    return (await this.store(entry)) ? stored : { ...stored, uncached: fetched.bytes };
+    if (!(await this.store(entry))) return { digest: digest.value, mediaType, size: fetched.bytes.length, uncached: fetched.bytes };
+    // The type stored first for this digest stands, whatever this answer said.
+    return { digest: digest.value, mediaType: this.cache.lookupBlob(digest)?.mediaType ?? mediaType, size: fetched.bytes.length };
   }
 
   /** Stores a verified manifest; on a full disk, makes room and tries once more. False: it could not be cached. */

@@ -1,4 +1,5 @@
-import { MediaType } from './media-types.js';
+import { badGateway } from './errors.js';
+import { MANIFEST_MEDIA_TYPES, MediaType } from './media-types.js';
 
 interface Descriptor {
   mediaType?: string;
@@ -16,16 +17,24 @@ interface ManifestShape {
 }
 
 /**
- * The media type of manifest bytes, from the upstream's Content-Type when it
- * is specific, else from the document's own `mediaType` field.
+ * The media type of manifest bytes: the document's own `mediaType` when it
+ * has one (the digest covers it; a header does not), else the upstream's
+ * Content-Type when specific, else what the document's shape says. A
+ * Content-Type naming another manifest type than the document is a lie, and
+ * refused, so a client never gets bytes it would parse as something else.
  */
 export function manifestMediaType(bytes: Uint8Array, contentType: string | undefined): string {
-  const declared = contentType?.split(';', 1)[0]?.trim().toLowerCase();
-  if (declared && declared !== 'application/json' && declared !== MediaType.octetStream && declared !== 'text/plain') {
-    return declared;
-  }
+  const header = contentType?.split(';', 1)[0]?.trim().toLowerCase();
+  const declared = header && header !== 'application/json' && header !== MediaType.octetStream && header !== 'text/plain' ? header : undefined;
   const parsed = tryParse(bytes);
-  if (parsed?.mediaType) return parsed.mediaType;
+  const own = typeof parsed?.mediaType === 'string' ? parsed.mediaType : undefined;
+  if (own) {
+    if (declared && declared !== own && MANIFEST_MEDIA_TYPES.includes(declared)) {
+      throw badGateway(`the upstream sent a ${own} document as ${declared.slice(0, 100)}`);
+    }
+    return own;
+  }
+  if (declared) return declared;
   if (parsed?.manifests) return MediaType.ociIndex;
   if (parsed?.schemaVersion === 1) return MediaType.dockerSchema1Signed;
   return MediaType.ociManifest;

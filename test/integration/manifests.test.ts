@@ -7,9 +7,10 @@ import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startRegistry, type RegistryHandle } from '../support/registry.js';
 import { startHubDouble, type HubDouble } from '../support/hub-double.js';
-import { MediaTypes, pushImage, pushIndex, type PushedImage, type PushedIndex } from '../support/seed.js';
+import { MediaTypes, pushBlob, pushImage, pushIndex, putManifest, sha256Digest, type PushedImage, type PushedIndex } from '../support/seed.js';
 import { startMirror, type TestMirror } from '../support/stevedore.js';
 import { get, json, type Fetched } from '../support/http.js';
+import { parseDigest } from '../../src/oci/digest.js';
 
 let registry: RegistryHandle;
 let hub: HubDouble;
@@ -301,4 +302,45 @@ test('found by the fuzz: upstream 500s with a registry error body are not endpoi
   assert.equal(endpoint.circuit, 'closed');
   const fine = await get(`${mirror.url}/v2/acme/multi/manifests/latest`, { accept: ALL });
   assert.equal(fine.status, 200);
+});
+
+test('a Content-Type that contradicts the document\'s own mediaType is refused with 502, and nothing is cached', async () => {
+  const liar = await pushImage(registry.url, 'acme/liar', 'v1', { layers: [500], format: 'oci' });
+  hub.lieAboutContentType((r) => r.path.startsWith('/v2/acme/liar/manifests/'), MediaTypes.dockerManifest);
+  try {
+    for (const reference of ['v1', liar.manifestDigest]) {
+      const res = await get(`${mirror.url}/v2/acme/liar/manifests/${reference}`, { accept: ALL });
+      assert.equal(res.status, 502, reference);
+      assert.match(String(json(res).errors?.[0]?.detail), /application\/vnd\.oci\.image\.manifest\.v1\+json document as application\/vnd\.docker\.distribution\.manifest\.v2\+json/);
+    }
+    assert.equal(mirror.stevedore.cache.lookupBlob(parseDigest(liar.manifestDigest)), undefined);
+  } finally {
+    hub.clearFaults();
+  }
+});
+
+test('a manifest without its own mediaType keeps the type it was first stored with; a later answer cannot overwrite it', async () => {
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }));
+  // No mediaType field: the OCI spec allows it, so the registry's Content-Type is all there is.
+  const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, config: { mediaType: MediaTypes.ociConfig, digest: sha256Digest(config), size: config.length }, layers: [] }));
+  for (const repo of ['acme/plain-a', 'acme/plain-b']) {
+    await pushBlob(registry.url, repo, config);
+    await putManifest(registry.url, repo, 'v1', MediaTypes.ociManifest, bytes);
+  }
+  const digest = sha256Digest(bytes);
+  const first = await get(`${mirror.url}/v2/acme/plain-a/manifests/v1`, { accept: ALL });
+  assert.equal(first.status, 200);
+  assert.equal(first.headers['content-type'], MediaTypes.ociManifest);
+  hub.lieAboutContentType((r) => r.path.startsWith('/v2/acme/plain-b/manifests/'), MediaTypes.dockerManifest);
+  try {
+    const second = await get(`${mirror.url}/v2/acme/plain-b/manifests/v1`, { accept: ALL });
+    assert.equal(second.status, 200);
+    assert.equal(second.headers['docker-content-digest'], digest);
+    assert.equal(second.headers['content-type'], MediaTypes.ociManifest, 'the stored type, not the later answer');
+  } finally {
+    hub.clearFaults();
+  }
+  const byDigest = await get(`${mirror.url}/v2/acme/plain-a/manifests/${digest}`, { accept: ALL });
+  assert.equal(byDigest.headers['content-type'], MediaTypes.ociManifest);
+  assert.equal(mirror.stevedore.cache.lookupBlob(parseDigest(digest))?.mediaType, MediaTypes.ociManifest);
 });

@@ -39,6 +39,8 @@ export interface HubDouble {
   authSeen(): AuthRecord[];
   readonly cdnAuthHeadersSeen: number;
   failNext(n: number, status: number, headers?: Record<string, string>, filter?: FailFilter): void;
+  /** Answer matching requests with this Content-Type instead of the registry's. */
+  lieAboutContentType(filter: FailFilter, type: string): void;
   /** Stall every matching request until the returned hold is released. */
   hold(filter?: FailFilter): Hold;
   /** Stall the next n matching requests by `ms` before answering (latency beyond a deadline). */
@@ -105,6 +107,8 @@ export async function startHubDouble(opts: HubDoubleOptions): Promise<HubDouble>
       const v = up.headers[h];
       if (v !== undefined) out[h] = v;
     }
+    const lie = faults.contentTypeFor({ method, path, kind });
+    if (lie) out['content-type'] = lie;
     const loc = out['location'];
     if (typeof loc === 'string' && loc.startsWith(upstreamOrigin)) out['location'] = url + loc.slice(upstreamOrigin.length);
     setStatus(up.statusCode);
@@ -262,6 +266,7 @@ export async function startHubDouble(opts: HubDoubleOptions): Promise<HubDouble>
       return book.auth.filter((a) => a.server === 'cdn').length;
     },
     hold: (filter) => faults.hold(filter),
+    lieAboutContentType: (filter, type) => void faults.contentTypes.push({ filter, type }),
     delayNext(n, ms, filter): void {
       faults.delayRules.push({ remaining: n, ms, ...(filter !== undefined ? { filter } : {}) });
     },

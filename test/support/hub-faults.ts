@@ -61,6 +61,8 @@ export class Hold {
 
 export class FaultState {
   holds: Hold[] = [];
+  /** Content-Type headers to send instead of the registry's, for requests matching the filter. */
+  contentTypes: { filter: FailFilter; type: string }[] = [];
   failRules: FailRule[] = [];
   delayRules: DelayRule[] = [];
   /** digest → absolute byte offset to flip (undefined = middle of the blob). */
@@ -109,8 +111,14 @@ export class FaultState {
     return rule.afterBytes;
   }
 
+  /** The Content-Type to send instead of the registry's for this request, if a rule says so. */
+  contentTypeFor(req: RequestInfo): string | undefined {
+    return this.contentTypes.find((r) => matches(r.filter, req))?.type;
+  }
+
   clear(): void {
     for (const hold of [...this.holds]) hold.release();
+    this.contentTypes = [];
     this.failRules = [];
     this.delayRules = [];
     this.corrupt.clear();
