@@ -75,6 +75,7 @@ function buildUpstreams(config: Config, tokens: TokenCache, log: Logger, metrics
             breaker,
             rateLimit: u.rateLimit,
             allowLinkLocal: u.allowLinkLocal,
+            redirectAllow: u.redirectAllow,
             log,
             observe,
           }),

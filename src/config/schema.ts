@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { Cron } from 'croner';
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
@@ -74,8 +75,10 @@ const upstreamSchema = z.strictObject({
   allow: z.array(z.string().min(1)).default([]),
   /** Repository patterns that may never be pulled; deny wins over allow. */
   deny: z.array(z.string().min(1)).default([]),
-  /** Let this registry redirect (or point its token realm) to link-local and metadata addresses. */
+  /** Turn off the guard on redirects and token realms: they may lead to any address. */
   allowLinkLocal: z.boolean().default(false),
+  /** Host names, addresses or CIDR ranges redirects and token realms may reach although they are loopback or private. */
+  redirectAllow: z.array(z.string().refine(isHostOrRange, { message: 'expected a host name, an IP address or a CIDR range such as 10.20.0.0/16' })).default([]),
   rateLimit: z
     .strictObject({
       /** Log a warning when ratelimit-remaining falls below this. */
@@ -85,6 +88,14 @@ const upstreamSchema = z.strictObject({
     })
     .prefault({}),
 });
+
+function isHostOrRange(entry: string): boolean {
+  const [address, bits, extra] = entry.split('/');
+  if (extra !== undefined || !address) return false;
+  const family = isIP(address);
+  if (bits !== undefined) return family !== 0 && /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
+  return family !== 0 || /^[A-Za-z0-9.-]+$/.test(address);
+}
 
 function isValidCron(expression: string): boolean {
   try {

@@ -1,6 +1,6 @@
 import { Agent, type Dispatcher } from 'undici';
 import type { Logger } from '../log.js';
-import { assertAllowedTarget, guardedLookup } from './address-guard.js';
+import { assertAllowedTarget, guardedLookup, TargetAllowance } from './address-guard.js';
 import { VIA_HEADER } from '../oci/headers.js';
 import { EndpointAuth, type Credentials } from './auth.js';
 import type { BreakerOptions } from './circuit-breaker.js';
@@ -18,8 +18,10 @@ export interface EndpointOptions {
   breaker: BreakerOptions;
   rateLimit: RateLimitPolicy;
   log: Logger;
-  /** Let redirects and token realms lead to link-local and metadata addresses. */
+  /** Turn the address guard off: redirects and token realms may lead anywhere. */
   allowLinkLocal?: boolean;
+  /** Host names, addresses and CIDR ranges redirects and realms may reach although they are private. */
+  redirectAllow?: readonly string[];
   /** Told about every response from this endpoint (metrics). */
   observe?: (response: { endpoint: string; method: string; status: number; ms: number }) => void;
 }
@@ -72,8 +74,8 @@ export class EndpointClient {
   private readonly auth: EndpointAuth;
   private readonly observer: EndpointOptions['observe'];
   private readonly allowLinkLocal: boolean;
-  /** The endpoint's own host (brackets of an IPv6 literal removed): redirects there are never refused. */
-  private readonly host: string;
+  /** Where redirects and realms may lead besides public addresses: the endpoint's own host and redirectAllow. */
+  private readonly allowance: TargetAllowance;
 
   constructor(options: EndpointOptions) {
     this.observer = options.observe;
@@ -82,10 +84,10 @@ export class EndpointClient {
     this.basePath = url.pathname.replace(/\/+$/, '');
     this.mirror = options.mirror;
     this.allowLinkLocal = options.allowLinkLocal === true;
-    this.host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+    this.allowance = new TargetAllowance(url.hostname.replace(/^\[(.*)\]$/, '$1'), options.redirectAllow);
     this.state = new EndpointState(this.displayUrl, options.credentials?.username || 'anonymous', options.breaker, options.rateLimit, options.log);
     this.agent = new Agent({
-      connect: { timeout: options.timeouts.connect, ...(this.allowLinkLocal ? {} : { lookup: guardedLookup(url.hostname) }) },
+      connect: { timeout: options.timeouts.connect, ...(this.allowLinkLocal ? {} : { lookup: guardedLookup(this.allowance) }) },
       headersTimeout: options.timeouts.headers,
       bodyTimeout: options.timeouts.body,
       connections: 64,
@@ -143,9 +145,9 @@ export class EndpointClient {
     return res.statusCode === 200 || res.statusCode === 401;
   }
 
-  /** Redirects and realms may not lead to link-local or metadata addresses unless allowed. */
+  /** Redirects and realms may not lead to loopback, private, link-local or metadata addresses unless allowed. */
   private checkTarget(target: URL): void {
-    if (!this.allowLinkLocal) assertAllowedTarget(target, this.host);
+    if (!this.allowLinkLocal) assertAllowedTarget(target, this.allowance);
   }
 
   async close(): Promise<void> {
