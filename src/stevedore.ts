@@ -16,7 +16,7 @@ import { scheduleWarmups, type ScheduledJob } from './jobs/scheduler.js';
 import { WarmupRunner } from './jobs/warmup.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics } from './metrics/metrics.js';
-import { Mirror } from './mirror/mirror.js';
+import { Mirror, type Clock } from './mirror/mirror.js';
 import { UpstreamResolver, type UpstreamEntry } from './mirror/resolve.js';
 import { EndpointClient } from './upstream/endpoint-client.js';
 import { TokenCache } from './upstream/token-cache.js';
@@ -99,7 +99,7 @@ function instanceIdFor(config: Config): string {
  * Builds the mirror from a validated config. `owner` means this process serves
  * the cache directory: it recovers it after a crash and runs the background jobs.
  */
-export async function buildCore(config: Config, log: Logger, options: { owner: boolean; background: boolean }): Promise<Core> {
+export async function buildCore(config: Config, log: Logger, options: { owner: boolean; background: boolean; clock?: Clock }): Promise<Core> {
   const cache = await Cache.open({ dir: config.cache.dir, accessFlushIntervalMs: config.cache.accessFlushInterval, owner: options.owner });
   if (cache.recovery) log.info({ ...cache.recovery }, 'cache recovered');
   cache.onCorrupt = (digest, reason) => log.error({ digest, reason }, 'damaged blob removed from the cache; it will be fetched again');
@@ -116,20 +116,22 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   cache.access.onError = (err) => log.error({ err }, 'could not store access times');
   const upstreams = buildUpstreams(config, tokens, log, metrics);
   const resolver = new UpstreamResolver(upstreams, config.defaultRegistry);
-  const mirror = new Mirror(
+  const mirror = new Mirror({
     cache,
     resolver,
-    {
+    policy: {
       tagTtlMs: config.cache.tagTtl,
       notFoundTtlMs: config.cache.notFoundTtl,
       maxStaleMs: config.cache.maxStale,
+      maxStaleDeniedMs: config.cache.maxStaleDenied,
       maxManifestBytes: config.cache.maxManifestSize,
       revalidateTimeoutMs: config.cache.revalidateTimeout,
     },
-    { maxFillsPerClient: config.limits.maxFillsPerClient },
+    fillLimits: { maxFillsPerClient: config.limits.maxFillsPerClient },
     log,
-    { upstreamBytes: (registry, bytes) => metrics.recordUpstreamBytes(registry, bytes) },
-  );
+    events: { upstreamBytes: (registry, bytes) => metrics.recordUpstreamBytes(registry, bytes) },
+    clock: options.clock,
+  });
   const policy = { maxSize: config.cache.maxSize, lowWater: config.cache.lowWater, blobIdleTtlMs: config.cache.blobIdleTtl, gcGraceMs: config.cache.gcGrace, minFree: config.cache.minFreeSpace };
   const sweeper = new CacheSweeper(cache, policy, options.background ? config.cache.sweepInterval : 2 ** 31 - 1, log);
   mirror.onDiskFull = (bytes) => sweeper.run({ needFreeBytes: bytes });
@@ -193,12 +195,12 @@ function collectLiveState(metrics: Metrics, parts: { cache: Cache; mirror: Mirro
 }
 
 /** Builds the whole mirror from a validated config and starts listening. */
-export async function startStevedore(config: Config, log: Logger): Promise<Stevedore> {
+export async function startStevedore(config: Config, log: Logger, options: { clock?: Clock } = {}): Promise<Stevedore> {
   await mkdir(config.cache.dir, { recursive: true });
   const release = claimCacheDir(config.cache.dir, { pid: process.pid, url: '' });
   let core: Core;
   try {
-    core = await buildCore(config, log, { owner: true, background: true });
+    core = await buildCore(config, log, { owner: true, background: true, clock: options.clock });
   } catch (err) {
     release();
     throw err;

@@ -139,6 +139,7 @@ export const configSchema = z.strictObject({
       dir: z.string().min(1).default('./data'),
       tagTtl: duration('10m'),
       maxStale: duration('7d'),
+      maxStaleDenied: duration('1h'),
       revalidateTimeout: duration('3s'),
       maxManifestSize: size('4MiB'),
       accessFlushInterval: duration('5s'),

@@ -17,6 +17,8 @@ export interface ManifestPolicy {
   /** How long an upstream 404 for a tag or digest is remembered. */
   notFoundTtlMs: number;
   maxStaleMs: number;
+  /** How long past tagTtl a tag is still served when the upstream now answers 401 or 403. */
+  maxStaleDeniedMs: number;
   maxManifestBytes: number;
   revalidateTimeoutMs: number;
 }
@@ -49,16 +51,26 @@ export class ManifestService {
   /** Upstream 404s, so repeated pulls of a missing image don't hammer the upstream. */
   private readonly notFound: LRUCache<string, RegistryError>;
 
-  constructor(
-    private readonly cache: Cache,
-    private readonly policy: ManifestPolicy,
-    private readonly log: Logger,
-    private readonly events: { upstreamBytes(registry: string, bytes: number): void },
-    private readonly gate: RepositoryGate,
-    /** Makes room for `bytes` on a full cache disk (an eviction sweep); never throws. */
-    private readonly makeRoom: (bytes: number) => Promise<void>,
-  ) {
-    this.notFound = new LRUCache({ max: 10_000, ttl: Math.max(1, policy.notFoundTtlMs) });
+  private readonly cache: Cache;
+  private readonly policy: ManifestPolicy;
+  private readonly log: Logger;
+  private readonly events: { upstreamBytes(registry: string, bytes: number): void };
+  private readonly gate: RepositoryGate;
+  /** Makes room for `bytes` on a full cache disk (an eviction sweep); never throws. */
+  private readonly makeRoom: (bytes: number) => Promise<void>;
+  private readonly clock: { now(): number };
+
+  constructor(parts: {
+    cache: Cache;
+    policy: ManifestPolicy;
+    log: Logger;
+    events: { upstreamBytes(registry: string, bytes: number): void };
+    gate: RepositoryGate;
+    makeRoom: (bytes: number) => Promise<void>;
+    clock: { now(): number };
+  }) {
+    ({ cache: this.cache, policy: this.policy, log: this.log, events: this.events, gate: this.gate, makeRoom: this.makeRoom, clock: this.clock } = parts);
+    this.notFound = new LRUCache({ max: 10_000, ttl: Math.max(1, this.policy.notFoundTtlMs), perf: this.clock, ttlResolution: 0 });
   }
 
   async get(target: Target, reference: string, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
@@ -95,7 +107,7 @@ export class ManifestService {
   private async byTag(target: Target, tag: string, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
     const acceptKey = accept.join(',');
     const row = this.cache.getTag(target.registry, target.repo, tag, acceptKey);
-    const now = Date.now();
+    const now = this.clock.now();
     if (row) {
       const cached = this.cachedManifest(row.digest);
       if (now - row.fetchedAt < this.tagTtl(target)) {
@@ -122,13 +134,15 @@ export class ManifestService {
       });
       const upstreamDigest = await promise;
       if (upstreamDigest === row.digest) {
-        this.cache.putTag({ ...row, fetchedAt: Date.now() });
+        this.cache.putTag({ ...row, fetchedAt: this.clock.now() });
         return this.answer(cached, accept, head, 'hit', target);
       }
       return await this.fetchTag(target, tag, accept, head);
     } catch (err) {
       if (isRegistryError(err) && err.status < 500 && err.status !== 429 && err.status !== 403) throw err;
-      if (Date.now() - row.fetchedAt > this.tagTtl(target) + this.policy.maxStaleMs) throw err;
+      // An upstream that now denies the repository (a takedown, revoked access) ends serving sooner.
+      const denied = isRegistryError(err) && err.status === 403;
+      if (this.clock.now() - row.fetchedAt > this.tagTtl(target) + (denied ? this.policy.maxStaleDeniedMs : this.policy.maxStaleMs)) throw err;
       this.log.warn({ upstream: target.registry, repo: target.repo, reference: tag, cache: 'stale', err: (err as Error).message }, 'tag revalidation failed; serving the cached manifest');
       return this.answer(cached, accept, head, 'stale', target);
     }
@@ -139,7 +153,7 @@ export class ManifestService {
     const { promise, shared } = this.fetches.run(key, async () => {
       const stored = await this.fetchAndStore(target, tag, accept);
       if (stored.uncached) return stored;
-      const record = { upstream: target.registry, repo: target.repo, tag, acceptKey: accept.join(','), digest: stored.digest, mediaType: stored.mediaType, fetchedAt: Date.now() };
+      const record = { upstream: target.registry, repo: target.repo, tag, acceptKey: accept.join(','), digest: stored.digest, mediaType: stored.mediaType, fetchedAt: this.clock.now() };
       try {
         this.cache.putTag(record);
       } catch (err) {

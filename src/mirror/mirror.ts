@@ -17,6 +17,22 @@ export interface MirrorEvents {
   upstreamBytes(registry: string, bytes: number): void;
 }
 
+/** A clock in milliseconds since the epoch; tests pass their own to step through TTLs. */
+export interface Clock {
+  now(): number;
+}
+
+export interface MirrorParts {
+  cache: Cache;
+  resolver: UpstreamResolver;
+  policy: ManifestPolicy;
+  fillLimits: FillLimits;
+  log: Logger;
+  events?: MirrorEvents;
+  /** For tag TTLs and stale windows; Date by default. */
+  clock?: Clock;
+}
+
 export interface Passthrough {
   contentType: string | undefined;
   body: Readable;
@@ -36,20 +52,21 @@ export class Mirror {
   private readonly manifests: ManifestService;
   private readonly blobs: BlobService;
 
-  constructor(
-    readonly cache: Cache,
-    private readonly resolver: UpstreamResolver,
-    policy: ManifestPolicy,
-    fillLimits: FillLimits,
-    log: Logger,
-    events: MirrorEvents = { upstreamBytes: () => undefined },
-  ) {
+  readonly cache: Cache;
+  private readonly resolver: UpstreamResolver;
+
+  constructor(parts: MirrorParts) {
+    const { cache, resolver, policy, fillLimits, log } = parts;
+    const events = parts.events ?? { upstreamBytes: () => undefined };
+    const clock = parts.clock ?? Date;
+    this.cache = cache;
+    this.resolver = resolver;
     const gate = new RepositoryGate(cache, policy.notFoundTtlMs);
     const makeRoom = async (bytes: number): Promise<void> => {
       await this.onDiskFull?.(bytes).catch(() => undefined);
     };
     this.fills = new BlobFills(cache, log, events, fillLimits, makeRoom);
-    this.manifests = new ManifestService(cache, policy, log, events, gate, makeRoom);
+    this.manifests = new ManifestService({ cache, policy, log, events, gate, makeRoom, clock });
     this.blobs = new BlobService(cache, this.fills, gate);
   }
 

@@ -246,3 +246,37 @@ test('maxConcurrentFetches bounds the fills running against one registry', async
     hub.throttle(null);
   }
 });
+
+test('serving stale has limits: maxStale for an upstream that fails, the shorter maxStaleDenied for one that now refuses the repository', async () => {
+  const clock = { ms: Date.now(), now(): number { return this.ms; } };
+  const m = await mirrorWith({ upstreams: [{ registry: 'docker.io', url: hub.url }], clock, cache: { tagTtl: '10m', maxStale: '7d', maxStaleDenied: '1h' } });
+  const tag = `${m.url}/v2/acme/app/manifests/v1`;
+  assert.equal((await get(tag, { accept: ALL })).status, 200);
+  const outcome = (): unknown => m.logs().filter((l) => l.msg === 'request' && l.path === '/v2/acme/app/manifests/v1').at(-1)?.cache;
+  const refusedHead = (status: number): void => hub.failNext(1, status, {}, 'manifestHead');
+
+  clock.ms += 10 * 60_000 + 30 * 60_000; // 30 minutes past tagTtl
+  refusedHead(403);
+  const withinDenied = await get(tag, { accept: ALL });
+  assert.equal(withinDenied.status, 200);
+  assert.equal(withinDenied.headers['docker-content-digest'], app.manifestDigest);
+  assert.equal(outcome(), 'stale');
+
+  clock.ms += 31 * 60_000; // 61 minutes past tagTtl: past maxStaleDenied, well within maxStale
+  refusedHead(403);
+  const denied = await get(tag, { accept: ALL });
+  assert.equal(denied.status, 403);
+  assert.equal(errorOf(denied)?.code, 'DENIED');
+  refusedHead(401);
+  assert.equal((await get(tag, { accept: ALL })).status, 403, 'a 401 from the upstream is a refusal too');
+  refusedHead(503);
+  const failing = await get(tag, { accept: ALL });
+  assert.equal(failing.status, 200, 'an upstream that is down is still bridged by maxStale');
+  assert.equal(outcome(), 'stale');
+
+  clock.ms += 7 * 24 * 3_600_000; // past tagTtl + maxStale
+  refusedHead(503);
+  const expired = await get(tag, { accept: ALL });
+  assert.equal(expired.status, 503, 'past maxStale the failure is passed on');
+  assert.equal(errorOf(expired)?.code, 'UNAVAILABLE');
+});

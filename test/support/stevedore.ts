@@ -45,6 +45,8 @@ export interface MirrorOptions {
   dir?: string;
   /** Further top-level config keys (auth, tls, limits…). */
   extra?: Record<string, unknown>;
+  /** The mirror's clock for tag TTLs and stale windows (in-process mirrors only). */
+  clock?: { now(): number };
 }
 
 export interface TestMirror {
@@ -91,7 +93,7 @@ export async function startMirror(options: MirrorOptions): Promise<TestMirror> {
     },
   });
   const log = createLogger('debug', sink);
-  const stevedore = await startStevedore(config, log);
+  const stevedore = await startStevedore(config, log, { clock: options.clock });
   return {
     url: stevedore.url,
     dir,
