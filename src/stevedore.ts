@@ -174,8 +174,10 @@ function collectLiveState(metrics: Metrics, parts: { cache: Cache; mirror: Mirro
         const labels = { upstream: upstream.registry, endpoint: e.url };
         metrics.circuitState.set(labels, circuit[e.circuit]);
         metrics.manifestGets.set(labels, e.manifestGets);
-        if (e.rateLimit?.remaining !== undefined) metrics.rateLimitRemaining.set({ ...labels, credential: e.credential }, e.rateLimit.remaining);
-        if (e.rateLimit?.limit !== undefined) metrics.rateLimitLimit.set({ ...labels, credential: e.credential }, e.rateLimit.limit);
+        // Whose budget, without naming the account: user names do not belong in scraped labels.
+        const credential = e.credential === 'anonymous' ? 'anonymous' : 'configured';
+        if (e.rateLimit?.remaining !== undefined) metrics.rateLimitRemaining.set({ ...labels, credential }, e.rateLimit.remaining);
+        if (e.rateLimit?.limit !== undefined) metrics.rateLimitLimit.set({ ...labels, credential }, e.rateLimit.limit);
       }
     }
     metrics.cacheBytes.set(cache.bytes);
@@ -223,7 +225,7 @@ export async function startStevedore(config: Config, log: Logger, options: { clo
     const audit = config.auditLog ? createLogger('info', config.auditLog) : undefined;
     const auth = verifier ? { verifier, realm: config.auth.realm, access: config.auth.access } : undefined;
     const offload = config.offload.header ? config.offload : undefined;
-    const app = createApp({ core, log, adminToken: config.admin.token, adminHosts: config.admin.hosts, audit, auth, offload });
+    const app = createApp({ core, log, adminToken: config.admin.token, adminHosts: config.admin.hosts, audit, auth, offload, metricsAuth: config.metrics.auth });
     servers.push(createServer(app, config.limits, guard, tls));
     if (tls && config.tls.plainListen) servers.push(createServer(app, config.limits, guard));
     await listen(servers[0]!, parseListen(config.listen));

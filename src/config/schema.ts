@@ -130,7 +130,7 @@ const accessRuleSchema = z.strictObject({
   allow: z.array(z.string().min(1)).default([]),
 });
 
-export const configSchema = z.strictObject({
+const baseSchema = z.strictObject({
   listen: listenAddress,
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   defaultRegistry: z.string().default('docker.io'),
@@ -240,6 +240,12 @@ export const configSchema = z.strictObject({
       shutdownGrace: duration('30s'),
     })
     .prefault({}),
+  metrics: z
+    .strictObject({
+      /** Who may scrape /metrics: anyone (none), callers of the admin API (admin), or users of auth.htpasswd (client). */
+      auth: z.enum(['none', 'admin', 'client']).default('none'),
+    })
+    .prefault({}),
   /** Append an audit line per pull (who, what, when) to this file; empty: off. */
   auditLog: z.string().default(''),
   /** A Docker config.json whose `auths` supply credentials for endpoints that set none. */
@@ -252,7 +258,16 @@ export const configSchema = z.strictObject({
     .default(() => DEFAULT_UPSTREAMS.map((u) => upstreamSchema.parse(u))),
 });
 
+export const configSchema = baseSchema.superRefine(crossChecks);
+
 export type Config = z.output<typeof configSchema>;
+
+/** Rules across keys, each naming the key it is about. */
+function crossChecks(config: z.output<typeof baseSchema>, ctx: z.RefinementCtx): void {
+  if (config.metrics.auth === 'client' && config.auth.htpasswd === '') {
+    ctx.addIssue({ code: 'custom', path: ['metrics', 'auth'], message: '"client" needs auth.htpasswd: there are no users to check' });
+  }
+}
 export type UpstreamConfig = Config['upstreams'][number];
 export type EndpointConfig = UpstreamConfig['endpoints'][number];
 export type WarmupJobConfig = Config['warmup'][number];

@@ -5,8 +5,8 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { Mirror } from '../mirror/mirror.js';
 import { routeUnknown } from '../oci/errors.js';
 import { AdminHosts } from './admin-hosts.js';
-import { adminRoutes, type AdminDeps } from './admin-routes.js';
-import { AccessRules, clientAuth, type AccessRule } from './client-auth.js';
+import { adminCheck, adminRoutes, type AdminDeps } from './admin-routes.js';
+import { AccessRules, basicLogin, clientAuth, type AccessRule } from './client-auth.js';
 import type { HtpasswdVerifier } from './htpasswd.js';
 import { errorHandler } from './error-handler.js';
 import { requestLog } from './request-log.js';
@@ -26,9 +26,11 @@ export interface AppDeps {
   offload?: Offload;
   /** Client authentication on /v2, when configured. */
   auth?: { verifier: HtpasswdVerifier; realm: string; access: readonly AccessRule[] };
+  /** Who may scrape /metrics: anyone, the admin API's callers, or users who may pull. */
+  metricsAuth: 'none' | 'admin' | 'client';
 }
 
-export function createApp({ core, log, adminToken, adminHosts, audit, auth, offload }: AppDeps): Koa {
+export function createApp({ core, log, adminToken, adminHosts, audit, auth, offload, metricsAuth }: AppDeps): Koa {
   const { mirror, instanceId, metrics } = core;
   const app = new Koa();
   app.silent = true; // errors are logged by our own middleware
@@ -38,7 +40,9 @@ export function createApp({ core, log, adminToken, adminHosts, audit, auth, offl
   ops.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok', fillsInProgress: mirror.fills.inProgress };
   });
+  const scrapeCheck = metricsAuth === 'admin' ? adminCheck(adminToken) : metricsAuth === 'client' && auth ? basicLogin(auth.verifier, auth.realm) : undefined;
   ops.get('/metrics', async (ctx) => {
+    await scrapeCheck?.(ctx);
     ctx.type = metrics.registry.contentType;
     ctx.body = await metrics.scrape();
   });

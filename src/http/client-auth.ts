@@ -50,9 +50,18 @@ export function parseBasic(header: string | undefined): { user: string; password
  * challenge is the one docker, containerd, podman and skopeo all answer.
  */
 export function clientAuth(verifier: HtpasswdVerifier, realm: string) {
-  const challenge = { 'WWW-Authenticate': `Basic realm="${realm}", charset="UTF-8"` };
+  const login = basicLogin(verifier, realm);
   return async (ctx: Context, next: Next): Promise<void> => {
     if (ctx.path !== '/v2' && !ctx.path.startsWith('/v2/')) return next();
+    await login(ctx);
+    await next();
+  };
+}
+
+/** Checks a request's Basic credentials; throws 401 (or 429 for a busy or locked-out address) unless they are good. */
+export function basicLogin(verifier: HtpasswdVerifier, realm: string): (ctx: Context) => Promise<void> {
+  const challenge = { 'WWW-Authenticate': `Basic realm="${realm}", charset="UTF-8"` };
+  return async (ctx) => {
     const credentials = parseBasic(ctx.get('Authorization') || undefined);
     if (!credentials) throw unauthorized('this mirror requires a user name and password', challenge);
     const verdict = await verifier.verify(credentials.user, credentials.password, ctx.ip);
@@ -64,6 +73,5 @@ export function clientAuth(verifier: HtpasswdVerifier, realm: string) {
       throw withLogDetail(unauthorized('invalid user name or password', challenge), `login failed for user "${credentials.user.slice(0, 100)}"`);
     }
     (ctx.state as RequestLogFields).user = credentials.user;
-    await next();
   };
 }
