@@ -89,8 +89,8 @@ test('after a miss, a hit, a coalesced pull and a stale serve, /metrics and /api
   assert.equal(metricValue(text, 'stevedore_bytes_served_from_cache_total', 'upstream="docker.io"'), blobX.size + blobY.size + manifestBytes);
   assert.equal(metricValue(text, 'stevedore_bytes_fetched_from_upstream_total', 'upstream="docker.io"'), blobX.size + blobY.size + manifestBytes);
   assert.ok(metricValue(text, 'stevedore_http_requests_total', 'route="blobs",method="GET",status="200"') >= 4);
-  assert.equal(metricValue(text, 'stevedore_ratelimit_limit', `upstream="docker.io",endpoint="${hub.url}",credential="dash"`), 100);
-  assert.ok(metricValue(text, 'stevedore_ratelimit_remaining', `upstream="docker.io",endpoint="${hub.url}",credential="dash"`) > 0);
+  assert.equal(metricValue(text, 'stevedore_ratelimit_limit', `upstream="docker.io",endpoint="${hub.url}",credential="configured"`), 100);
+  assert.ok(metricValue(text, 'stevedore_ratelimit_remaining', `upstream="docker.io",endpoint="${hub.url}",credential="configured"`) > 0);
   assert.equal(metricValue(text, 'stevedore_upstream_manifest_gets', `upstream="docker.io",endpoint="${hub.url}"`), 1);
   assert.match(text, /^process_resident_memory_bytes \d+/m, 'default process metrics');
 
