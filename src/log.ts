@@ -1,4 +1,5 @@
 import { pino, type Logger } from 'pino';
+import sonicBoom from 'sonic-boom';
 
 export type { Logger };
 
@@ -17,7 +18,9 @@ const REDACT = [
   'upstreams[*].endpoints[*].username',
 ];
 
-type Sink = ReturnType<typeof pino.destination>;
+// sonic-boom is CommonJS: its class comes as a property of the module.
+const { SonicBoom } = sonicBoom;
+type Sink = InstanceType<typeof SonicBoom>;
 
 /**
  * Collects the lines logged during one event-loop turn and hands them to the
@@ -58,13 +61,54 @@ class TurnBatcher {
   };
 }
 
+/** Log bytes held in memory while the destination cannot take them (a full disk); beyond, lines are dropped. */
+const MAX_BUFFERED = 16 * 1024 * 1024;
+
+/**
+ * A file or stdout as a log destination that never takes the process down: a
+ * write error (ENOSPC on the log disk, say) is reported once on stderr, lines
+ * wait in a bounded buffer and are dropped beyond it, and writing resumes when
+ * the destination takes bytes again.
+ */
+function resilientSink(path: string | undefined): { sink: Sink; failing(): boolean } {
+  // SonicBoom itself rather than pino.destination(), which would add an exit hook that
+  // flushes synchronously and, on a destination that fails with ENOSPC, retries forever.
+  const sink = new SonicBoom({ ...(path ? { dest: path, mkdir: true } : { fd: 1 }), sync: false, maxLength: MAX_BUFFERED });
+  const name = path ?? 'standard output';
+  let failing = false;
+  let dropped = 0;
+  const report = (line: string): void => {
+    try {
+      process.stderr.write(`${JSON.stringify({ level: 50, time: new Date().toISOString(), service: 'stevedore', msg: line, dropped })}\n`);
+    } catch {
+      // stderr is gone too: nothing left to tell
+    }
+  };
+  sink.on('error', (err: NodeJS.ErrnoException) => {
+    if (failing) return;
+    failing = true;
+    report(`cannot write log lines to ${name} (${err.code ?? err.message}); keeping up to ${MAX_BUFFERED} bytes of them and dropping the rest until it works again`);
+  });
+  sink.on('drop', () => (dropped += 1));
+  sink.on('write', () => {
+    if (!failing) return;
+    failing = false;
+    report(`writing log lines to ${name} again`);
+  });
+  return { sink, failing: () => failing };
+}
+
 /** A pino logger; `destination` is a stream, or a file path to append to (stdout when absent). */
 export function createLogger(level: string, destination?: NodeJS.WritableStream | string): Logger {
   let stream: NodeJS.WritableStream | TurnBatcher;
   if (typeof destination === 'string' || destination === undefined) {
-    const batcher = new TurnBatcher(pino.destination({ ...(typeof destination === 'string' ? { dest: destination, mkdir: true } : {}), sync: false }));
-    // Lines of the last turn must not be lost to process.exit.
-    process.once('exit', () => batcher.flushSync());
+    const { sink, failing } = resilientSink(destination);
+    const batcher = new TurnBatcher(sink);
+    // Lines of the last turn must not be lost to process.exit; a failing destination
+    // would make the synchronous flush retry forever, so those lines are given up.
+    process.once('exit', () => {
+      if (!failing()) batcher.flushSync();
+    });
     stream = batcher;
   } else {
     stream = destination;

@@ -144,7 +144,7 @@ export function runCli(args: string[], timeoutMs = 120_000): Promise<{ code: num
 }
 
 /** Runs `stevedore serve --config <file>` as a child process, as a user would. */
-export async function startMirrorProcess(options: MirrorOptions & { port: number; compiled?: boolean; nodeArgs?: string[] }): Promise<MirrorProcess> {
+export async function startMirrorProcess(options: MirrorOptions & { port: number; compiled?: boolean; nodeArgs?: string[]; stdout?: string }): Promise<MirrorProcess> {
   const work = mkdtempSync(join(tmpdir(), 'stevedore-proc-'));
   const dir = options.dir ?? join(work, 'data');
   const configFile = join(work, 'mirror.yml');
@@ -154,14 +154,17 @@ export async function startMirrorProcess(options: MirrorOptions & { port: number
   writeFileSync(configFile, stringify(raw));
   const logFile = join(work, 'stevedore.log');
   const out = openSync(logFile, 'a');
+  // The log lines go to stdout: elsewhere when asked (a full disk, say), and then the log file gets stderr only.
+  const stdout = options.stdout ? openSync(options.stdout, 'a') : out;
   // Benchmarks run the build (`npm run build`), as production does; tests run the sources.
   const entry = options.compiled ? [join(repoRoot, 'dist/cli.js')] : ['--import', 'tsx', join(repoRoot, 'src/cli.ts')];
   const child = spawn(process.execPath, [...(options.nodeArgs ?? []), ...entry, 'serve', '--config', configFile], {
     cwd: repoRoot,
-    stdio: ['ignore', out, out],
+    stdio: ['ignore', stdout, out],
     env: childEnv(),
   });
   closeSync(out);
+  if (stdout !== out) closeSync(stdout);
   const pid = child.pid;
   if (pid === undefined) throw new Error('stevedore did not start');
   const tls = (options.extra?.tls as { cert?: string } | undefined)?.cert;
