@@ -100,7 +100,7 @@ function instanceIdFor(config: Config): string {
  * the cache directory: it recovers it after a crash and runs the background jobs.
  */
 export async function buildCore(config: Config, log: Logger, options: { owner: boolean; background: boolean; clock?: Clock }): Promise<Core> {
-  const cache = await Cache.open({ dir: config.cache.dir, accessFlushIntervalMs: config.cache.accessFlushInterval, owner: options.owner });
+  const cache = await Cache.open({ dir: config.cache.dir, accessFlushIntervalMs: config.cache.accessFlushInterval, owner: options.owner, groupReadable: config.cache.groupReadable });
   if (cache.recovery) log.info({ ...cache.recovery }, 'cache recovered');
   cache.onCorrupt = (digest, reason) => log.error({ digest, reason }, 'damaged blob removed from the cache; it will be fetched again');
   const instanceId = instanceIdFor(config);

@@ -1,3 +1,4 @@
+import { chmodSync, closeSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { migrate } from './migrations.js';
 
@@ -38,7 +39,10 @@ export class CacheIndex {
   private readonly db: Database.Database;
   private readonly stmts;
 
-  constructor(path: string) {
+  constructor(path: string, fileMode?: number) {
+    // Created with this mode before SQLite opens it; its -wal and -shm files take the same.
+    if (fileMode !== undefined) closeSync(openSync(path, 'a', fileMode));
+    if (fileMode !== undefined) chmodSync(path, fileMode);
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');

@@ -1,4 +1,4 @@
-import { mkdir, open, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, stat } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -7,7 +7,7 @@ import { AccessRecorder } from './access-recorder.js';
 import type { BlobFill } from './blob-fill.js';
 import type { ByteRange } from './blob-store.js';
 import { CacheIndex, type BlobRecord, type TagRecord } from './cache-index.js';
-import { FsBlobStore } from './fs-blob-store.js';
+import { cacheModes, FsBlobStore } from './fs-blob-store.js';
 import { Catalog } from './catalog.js';
 import { JobHistory } from './job-history.js';
 import { StatsHistory } from './stats-history.js';
@@ -30,6 +30,8 @@ export interface CacheOptions {
    * the index with the disk. Command-line tools beside a running server do not.
    */
   owner: boolean;
+  /** Let the mirror's group read the cache (a front server sending blobs); otherwise it is the mirror user's alone. */
+  groupReadable?: boolean;
 }
 
 export interface Provenance {
@@ -96,10 +98,13 @@ export class Cache {
   }
 
   static async open(options: CacheOptions): Promise<Cache> {
-    await mkdir(options.dir, { recursive: true });
-    const store = new FsBlobStore(options.dir);
+    const modes = cacheModes(options.groupReadable === true);
+    await mkdir(options.dir, { recursive: true, mode: modes.dir });
+    // Private images are cached here: the directory is the mirror user's (and, if asked, its group's) alone.
+    if (options.owner) await chmod(options.dir, modes.dir);
+    const store = new FsBlobStore(options.dir, modes);
     await store.init();
-    const index = new CacheIndex(join(options.dir, 'index.db'));
+    const index = new CacheIndex(join(options.dir, 'index.db'), options.owner ? modes.file : undefined);
     let recovery: RecoveryReport | undefined;
     if (options.owner) {
       const sweptTempFiles = await store.sweepTemp();

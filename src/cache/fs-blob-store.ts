@@ -5,19 +5,30 @@ import type { Digest } from '../oci/digest.js';
 import { BlobFill } from './blob-fill.js';
 import type { BlobStore } from './blob-store.js';
 
+/** File and directory modes of the cache: private to the mirror's user, or readable by its group too (a front server's). */
+export interface CacheModes {
+  file: number;
+  dir: number;
+}
+
+export const cacheModes = (groupReadable: boolean): CacheModes => (groupReadable ? { file: 0o640, dir: 0o750 } : { file: 0o600, dir: 0o700 });
+
 /** Blobs as files under `blobs/<alg>/<2 hex>/<hex>`; fills under `tmp/`. */
 export class FsBlobStore implements BlobStore {
   private readonly blobRoot: string;
   private readonly tempRoot: string;
 
-  constructor(root: string) {
+  constructor(
+    root: string,
+    private readonly modes: CacheModes = cacheModes(false),
+  ) {
     this.blobRoot = join(root, 'blobs');
     this.tempRoot = join(root, 'tmp');
   }
 
   async init(): Promise<void> {
-    await mkdir(this.blobRoot, { recursive: true });
-    await mkdir(this.tempRoot, { recursive: true });
+    await mkdir(this.blobRoot, { recursive: true, mode: this.modes.dir });
+    await mkdir(this.tempRoot, { recursive: true, mode: this.modes.dir });
   }
 
   get blobRootPath(): string {
@@ -60,7 +71,7 @@ export class FsBlobStore implements BlobStore {
 
   async writeSmall(digest: Digest, bytes: Buffer): Promise<void> {
     const temp = this.tempPath(digest);
-    const handle = await open(temp, 'w', 0o644);
+    const handle = await open(temp, 'w', this.modes.file);
     try {
       try {
         await handle.writeFile(bytes);
@@ -77,7 +88,7 @@ export class FsBlobStore implements BlobStore {
 
   async beginFill(digest: Digest, expectedSize?: number): Promise<BlobFill> {
     const temp = this.tempPath(digest);
-    const writeHandle = await open(temp, 'wx', 0o644);
+    const writeHandle = await open(temp, 'wx', this.modes.file);
     const readHandle = await open(temp, 'r').catch(async (err: unknown) => {
       await writeHandle.close();
       await unlink(temp).catch(() => undefined);
@@ -114,7 +125,7 @@ export class FsBlobStore implements BlobStore {
   private async publish(temp: string, digest: Digest): Promise<void> {
     const target = this.pathOf(digest);
     const dir = dirname(target);
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: this.modes.dir });
     await rename(temp, target);
     const dirHandle = await open(dir, 'r');
     try {

@@ -140,6 +140,8 @@ const baseSchema = z.strictObject({
       tagTtl: duration('10m'),
       maxStale: duration('7d'),
       maxStaleDenied: duration('1h'),
+      /** Let the mirror user's group read the cache (nginx offload); otherwise directories are 0700 and files 0600. */
+      groupReadable: z.boolean().default(false),
       revalidateTimeout: duration('3s'),
       maxManifestSize: size('4MiB'),
       accessFlushInterval: duration('5s'),

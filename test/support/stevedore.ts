@@ -37,7 +37,7 @@ export interface MirrorOptions {
   upstreams: UpstreamSpec[];
   warmup?: Record<string, unknown>[];
   auditLog?: string;
-  cache?: Record<string, string | number>;
+  cache?: Record<string, string | number | boolean>;
   health?: Record<string, unknown>;
   instanceId?: string;
   defaultRegistry?: string;
