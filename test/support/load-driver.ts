@@ -83,8 +83,14 @@ export const failuresByKind = (records: PullRecord[]): Partial<Record<FailureKin
 /** Failures that are not clean: neither error JSON nor a broken connection. */
 export const uncleanFailures = (records: PullRecord[]): PullRecord[] => records.filter((r) => r.failure && !CLEAN_FAILURES.includes(r.failure.kind));
 
-function clientAgent(timeoutMs: number, connections: number): Agent {
-  return new Agent({ connections, headersTimeout: timeoutMs, bodyTimeout: timeoutMs, connect: { timeout: 10_000 }, keepAliveTimeout: 10_000 });
+/**
+ * One client machine: its own connection pool, from its own loopback address
+ * (Linux routes all of 127/8 to lo), so the mirror's per-client limits see
+ * separate machines, as in a real fleet, and not one address with 200 users.
+ */
+function clientAgent(timeoutMs: number, connections: number, client: number): Agent {
+  const localAddress = `127.1.${Math.floor(client / 250)}.${(client % 250) + 1}`;
+  return new Agent({ connections, localAddress, headersTimeout: timeoutMs, bodyTimeout: timeoutMs, connect: { timeout: 10_000 }, keepAliveTimeout: 10_000 });
 }
 
 const quantile = (sorted: number[], q: number): number => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0);
@@ -111,7 +117,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     await Promise.all(
       Array.from({ length: options.clients }, async (_, c) => {
         const rng = prng((options.seed ?? 1) * 100_003 + c);
-        const dispatcher = clientAgent(timeoutMs, 3);
+        const dispatcher = clientAgent(timeoutMs, 3, c);
         agents.push(dispatcher);
         const form: ClientForm = c % 2 === 0 ? 'dockerd' : 'containerd';
         // Clients arrive over the first half second, not in one burst.
@@ -173,11 +179,13 @@ export interface RetryReport {
 export async function retryFailed(mirrorUrl: string, failed: PullRecord[], options: { attempts?: number; concurrency?: number; timeoutMs?: number } = {}): Promise<RetryReport> {
   const attempts = options.attempts ?? 6;
   const report: RetryReport = { retried: failed.length, recovered: 0, attempts: 0, lost: [], unclean: [] };
-  const dispatcher = clientAgent(options.timeoutMs ?? 60_000, 64);
+  const agents: Agent[] = [];
   let next = 0;
   try {
     await Promise.all(
-      Array.from({ length: Math.min(options.concurrency ?? 32, failed.length) }, async () => {
+      Array.from({ length: Math.min(options.concurrency ?? 32, failed.length) }, async (_, worker) => {
+        const dispatcher = clientAgent(options.timeoutMs ?? 60_000, 3, 1000 + worker);
+        agents.push(dispatcher);
         while (next < failed.length) {
           const record = failed[next++]!;
           let last: PullFailure | undefined;
@@ -199,7 +207,7 @@ export async function retryFailed(mirrorUrl: string, failed: PullRecord[], optio
       }),
     );
   } finally {
-    await dispatcher.close().catch(() => undefined);
+    await Promise.all(agents.map((a) => a.close().catch(() => undefined)));
   }
   return report;
 }
