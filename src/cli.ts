@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { ConfigError, loadConfig } from './config/load.js';
 import { createLogger } from './log.js';
 import { startStevedore } from './stevedore.js';
-import { gcCommand, jobsCommand, verifyCommand, warmCommand } from './cli/commands.js';
+import { gcCommand, healthCommand, jobsCommand, verifyCommand, warmCommand } from './cli/commands.js';
 
 const CONFIG_HELP = 'config file (default: $STEVEDORE_CONFIG, else ./mirror.yml if present, else built-in defaults)';
 
@@ -77,6 +77,14 @@ program
   .option('-c, --config <file>', CONFIG_HELP)
   .action(async (options: { limit?: string; config?: string }) => {
     process.exitCode = await jobsCommand(loadOrExit(options.config), options);
+  });
+
+program
+  .command('health')
+  .description("check that this config's server answers /healthz (exit 0), as a container HEALTHCHECK")
+  .option('-c, --config <file>', CONFIG_HELP)
+  .action(async (options: { config?: string }) => {
+    process.exitCode = await healthCommand(loadOrExit(options.config));
   });
 
 function collect(value: string, previous: string[]): string[] {

@@ -9,7 +9,7 @@ import type { Config } from './config/schema.js';
 import { createApp } from './http/app.js';
 import { HtpasswdVerifier } from './http/htpasswd.js';
 import { ConnectionGuard } from './http/connection-guard.js';
-import { boundPort, createServer, listen, parseListen, reloadTls } from './http/server.js';
+import { boundPort, createServer, listen, localUrl, parseListen, reloadTls } from './http/server.js';
 import { CacheSweeper } from './jobs/cache-sweeper.js';
 import { startHealthProbes } from './jobs/health-probes.js';
 import { scheduleWarmups, type ScheduledJob } from './jobs/scheduler.js';
@@ -234,13 +234,8 @@ export async function startStevedore(config: Config, log: Logger, options: { clo
     return stopEarly(err);
   }
   const server = servers[0]!;
-  const urlOf = (listenAt: string, s: Server, scheme: string): string => {
-    const host = parseListen(listenAt).host;
-    const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
-    return `${scheme}://${shown}:${boundPort(s)}`;
-  };
-  const url = urlOf(config.listen, server, tls ? 'https' : 'http');
-  const plainUrl = servers[1] ? urlOf(config.tls.plainListen, servers[1], 'http') : undefined;
+  const url = localUrl(config.listen, tls ? 'https' : 'http', boundPort(server));
+  const plainUrl = servers[1] ? localUrl(config.tls.plainListen, 'http', boundPort(servers[1])) : undefined;
   // The CLI talks to the admin API over plain HTTP when it can: a certificate rarely names 127.0.0.1.
   announceServer(config.cache.dir, { pid: process.pid, url: plainUrl ?? url });
   log.info(

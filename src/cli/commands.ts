@@ -3,6 +3,8 @@ import { Cache } from '../cache/cache.js';
 import type { JobRun } from '../cache/job-history.js';
 import type { SweepReport } from '../cache/eviction.js';
 import { mkdir } from 'node:fs/promises';
+import { Agent, request } from 'undici';
+import { localUrl } from '../http/server.js';
 import { claimCacheDir, runningServer } from '../cache/server-lock.js';
 import { verifyCache } from '../cache/verify.js';
 import type { WarmupProgress } from '../jobs/warmup.js';
@@ -110,5 +112,35 @@ export async function jobsCommand(config: Config, options: { limit?: string }): 
     return 0;
   } finally {
     cache.close();
+  }
+}
+
+/**
+ * Asks the server this config describes for /healthz, as a container
+ * HEALTHCHECK does: over plainListen when TLS has one, else on `listen`
+ * (a wildcard address is reached on loopback). 0 when it answers 200.
+ */
+export async function healthCommand(config: Config, options: { timeoutMs?: number } = {}): Promise<number> {
+  const base = config.tls.cert
+    ? config.tls.plainListen
+      ? localUrl(config.tls.plainListen, 'http')
+      : localUrl(config.listen, 'https')
+    : localUrl(config.listen, 'http');
+  // The check is of this machine's own server, whose certificate rarely names its loopback address.
+  const dispatcher = new Agent({ connect: { rejectUnauthorized: false } });
+  try {
+    const res = await request(`${base}/healthz`, { dispatcher, signal: AbortSignal.timeout(options.timeoutMs ?? 5_000) });
+    const text = await res.body.text();
+    if (res.statusCode === 200) {
+      out(`ok: ${base}/healthz`);
+      return 0;
+    }
+    process.stderr.write(`stevedore: ${base}/healthz answered ${res.statusCode}: ${text.slice(0, 300)}\n`);
+    return 1;
+  } catch (err) {
+    process.stderr.write(`stevedore: ${base}/healthz: ${(err as Error).message}\n`);
+    return 1;
+  } finally {
+    await dispatcher.close();
   }
 }

@@ -33,6 +33,13 @@ export function parseListen(listen: string): ListenAddress {
   return { host: host || '0.0.0.0', port: Number(listen.slice(colon + 1)) };
 }
 
+/** How a process on this machine reaches a listener: a wildcard address becomes loopback. */
+export function localUrl(listenAt: string, scheme: 'http' | 'https', port?: number): string {
+  const address = parseListen(listenAt);
+  const host = address.host === '0.0.0.0' ? '127.0.0.1' : address.host === '::' ? '::1' : address.host;
+  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port ?? address.port}`;
+}
+
 /** A request body up to this size is read and dropped after the response, keeping the connection. */
 const DISCARDABLE_BODY = 64 * 1024;
 

@@ -10,9 +10,9 @@ import { startHubDouble, type HubDouble } from '../support/hub-double.js';
 import { seedStandard, type StandardSeed } from '../support/seed-standard.js';
 import { startMirrorProcess, type MirrorProcess } from '../support/stevedore.js';
 import { containerdUnavailableReason, startContainerd, type ContainerdHandle, type CtrResult } from '../support/containerd.js';
+import { requirement } from '../support/requirements.js';
 
-const unavailable = await containerdUnavailableReason();
-const skip = unavailable ? `containerd e2e skipped: ${unavailable}` : false;
+const containerdTools = requirement('containerd', await containerdUnavailableReason());
 const ALPINE = 'docker.io/library/alpine:3.19';
 const APP = 'registry.example.com/acme/app:v1';
 
@@ -24,7 +24,7 @@ let seed: StandardSeed;
 let hostsDir: string;
 
 before(async () => {
-  if (unavailable) return;
+  if (containerdTools.missing) return;
   registry = await startRegistry();
   seed = await seedStandard(registry.url);
   hub = await startHubDouble({ upstream: registry.url });
@@ -92,7 +92,7 @@ async function listedDigest(ref: string, namespace?: string): Promise<string | u
   return ls.stdout.split('\n').map((l) => l.trim().split(/\s+/)).find((cols) => cols[0] === ref)?.[2];
 }
 
-test('ctr pulls a Docker Hub image through the mirror (?ns=docker.io -> the hub upstream)', { skip, timeout: 30_000 }, async () => {
+containerdTools.test('ctr pulls a Docker Hub image through the mirror (?ns=docker.io -> the hub upstream)', { timeout: 30_000 }, async () => {
   const h = need(hub);
   h.resetStats();
   const before = requestLines().length;
@@ -113,7 +113,7 @@ test('ctr pulls a Docker Hub image through the mirror (?ns=docker.io -> the hub 
   assert.deepEqual(fetched.map((l) => l.digest).sort(), [...blobs].sort(), 'every blob came from the mirror');
 });
 
-test('ctr pulls registry.example.com through the same mirror, routed by ?ns= and not via the hub', { skip, timeout: 30_000 }, async () => {
+containerdTools.test('ctr pulls registry.example.com through the same mirror, routed by ?ns= and not via the hub', { timeout: 30_000 }, async () => {
   const h = need(hub);
   h.resetStats();
   const before = requestLines().length;
@@ -130,7 +130,7 @@ test('ctr pulls registry.example.com through the same mirror, routed by ?ns= and
   }
 });
 
-test('a re-pull into a fresh containerd namespace is served from the mirror cache', { skip, timeout: 30_000 }, async () => {
+containerdTools.test('a re-pull into a fresh containerd namespace is served from the mirror cache', { timeout: 30_000 }, async () => {
   const h = need(hub);
   const c = need(containerd);
   const empty = await c.ctr(['content', 'ls', '-q'], { namespace: 'test2', timeoutMs: 10_000 });
@@ -148,7 +148,7 @@ test('a re-pull into a fresh containerd namespace is served from the mirror cach
   assert.ok(hits.every((l) => l.cache === 'hit' && l.status === 200 && l.upstream === 'docker.io'), JSON.stringify(hits));
 });
 
-test('a missing image fails fast: the mirror says 404 and the fallback to the real server cannot leave the machine', { skip, timeout: 30_000 }, async () => {
+containerdTools.test('a missing image fails fast: the mirror says 404 and the fallback to the real server cannot leave the machine', { timeout: 30_000 }, async () => {
   const c = need(containerd);
   const before = requestLines().length;
   const started = Date.now();

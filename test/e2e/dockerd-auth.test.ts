@@ -12,8 +12,9 @@ import { startHubDouble, type HubDouble } from '../support/hub-double.js';
 import { seedStandard, type StandardSeed } from '../support/seed-standard.js';
 import { startMirrorProcess, type MirrorProcess } from '../support/stevedore.js';
 import { dockerdUnavailableReason, startDockerd, type DockerdHandle } from '../support/dockerd.js';
+import { requirement } from '../support/requirements.js';
 
-const unavailable = await dockerdUnavailableReason();
+const dockerdTools = requirement('dockerd', await dockerdUnavailableReason());
 let registry: RegistryHandle;
 let hub: HubDouble;
 let mirror: MirrorProcess;
@@ -36,7 +37,7 @@ const requests = (): { msg?: string; status?: number; user?: string; path?: stri
     .filter((l) => l.msg === 'request');
 
 before(async () => {
-  if (unavailable) return;
+  if (dockerdTools.missing) return;
   registry = await startRegistry();
   seed = await seedStandard(registry.url);
   hub = await startHubDouble({ upstream: registry.url });
@@ -54,7 +55,7 @@ after(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-test('without credentials dockerd is refused by the mirror (401) and its Docker Hub fallback cannot leave the machine', { skip: unavailable ?? false }, async () => {
+dockerdTools.test('without credentials dockerd is refused by the mirror (401) and its Docker Hub fallback cannot leave the machine', async () => {
   cliCredentials('builder', undefined);
   hub.resetStats();
   const pull = await dockerd.docker(['pull', 'alpine:3.19'], { timeoutMs: 60_000 });
@@ -64,7 +65,7 @@ test('without credentials dockerd is refused by the mirror (401) and its Docker 
   assert.equal(hub.stats().blobGet + hub.stats().manifestGet, 0, 'nothing was fetched upstream for an unauthenticated client');
 });
 
-test('with the credentials in the docker CLI config, dockerd answers the Basic challenge and pulls through the mirror', { skip: unavailable ?? false }, async () => {
+dockerdTools.test('with the credentials in the docker CLI config, dockerd answers the Basic challenge and pulls through the mirror', async () => {
   cliCredentials('builder', 'builder-pw');
   hub.resetStats();
   const pull = await dockerd.docker(['pull', 'alpine:3.19']);

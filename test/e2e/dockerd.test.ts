@@ -7,8 +7,9 @@ import { startHubDouble, type HubDouble } from '../support/hub-double.js';
 import { seedStandard, type StandardSeed } from '../support/seed-standard.js';
 import { startMirrorProcess, type MirrorProcess } from '../support/stevedore.js';
 import { dockerdUnavailableReason, startDockerd, type DockerdHandle } from '../support/dockerd.js';
+import { requirement } from '../support/requirements.js';
 
-const unavailable = await dockerdUnavailableReason();
+const dockerdTools = requirement('dockerd', await dockerdUnavailableReason());
 let registry: RegistryHandle;
 let hub: HubDouble;
 let mirror: MirrorProcess;
@@ -16,7 +17,7 @@ let dockerd: DockerdHandle;
 let seed: StandardSeed;
 
 before(async () => {
-  if (unavailable) return;
+  if (dockerdTools.missing) return;
   registry = await startRegistry();
   seed = await seedStandard(registry.url);
   hub = await startHubDouble({ upstream: registry.url });
@@ -48,7 +49,7 @@ const requestLines = (): LogLine[] =>
     .map((l) => JSON.parse(l) as LogLine)
     .filter((l) => l.msg === 'request');
 
-test('dockerd pulls a multi-layer image through the mirror, and the re-pull is served from the cache', { skip: unavailable ?? false }, async () => {
+dockerdTools.test('dockerd pulls a multi-layer image through the mirror, and the re-pull is served from the cache', async () => {
   const layers = seed.alpine.layers.map((l) => l.digest);
   assert.ok(layers.length >= 3, 'a multi-layer image');
   hub.resetStats();
@@ -80,7 +81,7 @@ test('dockerd pulls a multi-layer image through the mirror, and the re-pull is s
   assert.equal(id2.stdout.trim(), seed.alpine.configDigest);
 });
 
-test('a missing image fails fast: the mirror answers 404 and the fallback to Docker Hub cannot leave the machine', { skip: unavailable ?? false }, async () => {
+dockerdTools.test('a missing image fails fast: the mirror answers 404 and the fallback to Docker Hub cannot leave the machine', async () => {
   hub.resetStats();
   const started = Date.now();
   const pull = await dockerd.docker(['pull', 'nosuch/thing:1'], { timeoutMs: 60_000 });
@@ -92,7 +93,7 @@ test('a missing image fails fast: the mirror answers 404 and the fallback to Doc
   assert.match(pull.stderr, /127\.0\.0\.1|not found|manifest unknown|proxyconnect/i);
 });
 
-test('dockerd pulls a multi-arch image: the index resolves to this machine\'s platform, and only that platform\'s blobs are fetched', { skip: unavailable ?? false }, async () => {
+dockerdTools.test('dockerd pulls a multi-arch image: the index resolves to this machine\'s platform, and only that platform\'s blobs are fetched', async () => {
   const arch = process.arch === 'arm64' ? 'arm64' : 'amd64';
   const other = arch === 'amd64' ? 'arm64' : 'amd64';
   const mine = seed.busybox.children[`linux/${arch}`]!;

@@ -13,9 +13,9 @@ import { seedStandard, type StandardSeed } from '../support/seed-standard.js';
 import type { PushedImage } from '../support/seed.js';
 import { startMirrorProcess, type MirrorProcess } from '../support/stevedore.js';
 import { mirrorRegistriesConf, podmanUnavailableReason, startPodman, type PodmanHandle, type PodmanResult } from '../support/podman.js';
+import { requirement } from '../support/requirements.js';
 
-const unavailable = await podmanUnavailableReason();
-const skip = unavailable ? `podman e2e skipped: ${unavailable}` : false;
+const podmanTools = requirement('podman', await podmanUnavailableReason());
 const ALPINE = 'docker.io/library/alpine:3.19';
 const BUSYBOX = 'docker.io/library/busybox:multi';
 const APP = 'registry.example.com/acme/app:v1';
@@ -27,7 +27,7 @@ let podman: PodmanHandle | undefined;
 let seed: StandardSeed;
 
 before(async () => {
-  if (unavailable) return;
+  if (podmanTools.missing) return;
   registry = await startRegistry();
   seed = await seedStandard(registry.url);
   hub = await startHubDouble({ upstream: registry.url });
@@ -128,7 +128,7 @@ function assertOneGetPerBlob(h: HubDouble, img: PushedImage): void {
   assert.ok(rest.every((r) => r.method === 'GET' && r.path === '/v2/' && r.server === 'hub'), JSON.stringify(rest));
 }
 
-test('podman pulls a Docker Hub image through the registries.conf mirror', { skip, timeout: 60_000 }, async () => {
+podmanTools.test('podman pulls a Docker Hub image through the registries.conf mirror', { timeout: 60_000 }, async () => {
   const h = need(hub);
   const p = need(podman);
   h.resetStats();
@@ -164,7 +164,7 @@ test('podman pulls a Docker Hub image through the registries.conf mirror', { ski
   }
 });
 
-test('after podman rmi, a re-pull is served from the mirror cache with no upstream blob GET', { skip, timeout: 60_000 }, async () => {
+podmanTools.test('after podman rmi, a re-pull is served from the mirror cache with no upstream blob GET', { timeout: 60_000 }, async () => {
   const h = need(hub);
   const p = need(podman);
   const rmi = await p.podman(['rmi', ALPINE], { timeoutMs: 15_000 });
@@ -183,7 +183,7 @@ test('after podman rmi, a re-pull is served from the mirror cache with no upstre
   assert.ok(hits.every((l) => l.cache === 'hit' && l.status === 200 && l.upstream === 'docker.io'), JSON.stringify(hits));
 });
 
-test('podman picks its platform out of a multi-arch index through the mirror', { skip, timeout: 60_000 }, async () => {
+podmanTools.test('podman picks its platform out of a multi-arch index through the mirror', { timeout: 60_000 }, async () => {
   const h = need(hub);
   h.resetStats();
   const before = requestLines().length;
@@ -197,7 +197,7 @@ test('podman picks its platform out of a multi-arch index through the mirror', {
   assert.ok(manifests.some((l) => l.path === `/v2/library/busybox/manifests/${arm.manifestDigest}`), 'the arm64 child by digest');
 });
 
-test('a second registry, named by a path prefix in the mirror location, is routed there and not via the hub', { skip, timeout: 60_000 }, async () => {
+podmanTools.test('a second registry, named by a path prefix in the mirror location, is routed there and not via the hub', { timeout: 60_000 }, async () => {
   const h = need(hub);
   h.resetStats();
   const before = requestLines().length;
@@ -216,7 +216,7 @@ test('a second registry, named by a path prefix in the mirror location, is route
   assert.deepEqual(fetched.map((l) => l.digest).sort(), [...blobsOf(seed.app)].sort(), 'every blob came from the mirror');
 });
 
-test('a missing image fails fast: the mirror says 404 and the fallback to docker.io cannot leave the machine', { skip, timeout: 60_000 }, async () => {
+podmanTools.test('a missing image fails fast: the mirror says 404 and the fallback to docker.io cannot leave the machine', { timeout: 60_000 }, async () => {
   const p = need(podman);
   const h = need(hub);
   h.resetStats();
@@ -235,7 +235,7 @@ test('a missing image fails fast: the mirror says 404 and the fallback to docker
   assert.match(r.stderr, new RegExp(`registry-1\\.docker\\.io.*proxyconnect tcp: dial tcp 127\\.0\\.0\\.1:${p.proxyPort}`));
 });
 
-test('nothing is left running in the podman namespace between commands', { skip, timeout: 10_000 }, () => {
+podmanTools.test('nothing is left running in the podman namespace between commands', { timeout: 10_000 }, () => {
   const p = need(podman);
   assert.deepEqual(p.namespacePids(), [p.holderPid]);
 });

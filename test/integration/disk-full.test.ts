@@ -13,6 +13,7 @@ import { get, streamDigest } from '../support/http.js';
 import { pushImage } from '../support/seed.js';
 import { waitFor } from '../support/wait.js';
 import { parseDigest } from '../../src/oci/digest.js';
+import { requirement } from '../support/requirements.js';
 
 const MiB = 1024 * 1024;
 const mounts: string[] = [];
@@ -47,7 +48,7 @@ const freeBytes = (dir: string): number => {
 
 const mountPoint = smallDisk('6m');
 const mounted = mountPoint !== undefined;
-const skip = mounted ? false : 'needs root to mount a small tmpfs';
+const rootMount = requirement('root, to mount a small tmpfs', mounted ? undefined : 'not root, or mount -t tmpfs failed');
 let registry: RegistryHandle;
 let mirror: TestMirror;
 
@@ -66,7 +67,7 @@ after(async () => {
   }
 });
 
-test('the disk fills up mid-blob: every client gets the verified blob, nothing is cached, nothing partial is left', { skip }, async () => {
+rootMount.test('the disk fills up mid-blob: every client gets the verified blob, nothing is cached, nothing partial is left', async () => {
   const blob = await pushBlob(registry.url, 'big/one', { size: 16 * MiB, seed: 'too-big-for-the-disk' });
   const url = `${mirror.url}/v2/big/one/blobs/${blob.digest}`;
   const results = await Promise.all([streamDigest(url), streamDigest(url), streamDigest(url)]);
@@ -92,7 +93,7 @@ test('the disk fills up mid-blob: every client gets the verified blob, nothing i
 });
 
 
-test('by default the cache keeps 5% of its disk free: least recently used blobs make way as the disk fills', { skip }, async () => {
+rootMount.test('by default the cache keeps 5% of its disk free: least recently used blobs make way as the disk fills', async () => {
   const disk = smallDisk('40m')!;
   const m = await startMirror({ upstreams: [{ registry: 'docker.io', url: registry.url }], dir: join(disk, 'cache') });
   try {
@@ -115,7 +116,7 @@ test('by default the cache keeps 5% of its disk free: least recently used blobs 
   }
 });
 
-test('a manifest that meets a full disk makes room and is cached; with nothing left to evict it is served uncached, never a 500', { skip }, async () => {
+rootMount.test('a manifest that meets a full disk makes room and is cached; with nothing left to evict it is served uncached, never a 500', async () => {
   const disk = smallDisk('8m')!;
   const first = await pushImage(registry.url, 'full/one', 'v1', { format: 'oci', layers: [1024] });
   const second = await pushImage(registry.url, 'full/two', 'v1', { format: 'oci', layers: [1024] });

@@ -1,7 +1,7 @@
 // Starts Stevedore for tests: in-process (for fault tests that read internals
 // and logs), or as a child process stopped by its PID (for end-to-end tests).
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -13,6 +13,19 @@ import { createLogger } from '../../src/log.js';
 import { startStevedore, type Stevedore } from '../../src/stevedore.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+
+/**
+ * How child processes run Stevedore: the built artifact (`node dist/cli.js`,
+ * as shipped) when the test command asks for it with TEST_ARTIFACT=dist,
+ * else the sources through tsx (one test file run by hand, no build needed).
+ */
+export const RUNS_DIST = process.env.TEST_ARTIFACT === 'dist';
+
+/** The command line that runs the `stevedore` CLI. */
+export function cliCommand(compiled = RUNS_DIST): string[] {
+  if (compiled && !existsSync(join(repoRoot, 'dist/cli.js'))) throw new Error('dist/cli.js is missing: run npm run build');
+  return compiled ? [join(repoRoot, 'dist/cli.js')] : ['--import', 'tsx', join(repoRoot, 'src/cli.ts')];
+}
 
 export interface EndpointSpec {
   url: string;
@@ -130,7 +143,7 @@ export interface MirrorProcess {
 /** Runs a `stevedore` CLI command (not serve) to completion. */
 export function runCli(args: string[], timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'src/cli.ts'), ...args], { cwd: repoRoot, env: childEnv() });
+    const child = spawn(process.execPath, [...cliCommand(), ...args], { cwd: repoRoot, env: childEnv() });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -156,8 +169,8 @@ export async function startMirrorProcess(options: MirrorOptions & { port: number
   const out = openSync(logFile, 'a');
   // The log lines go to stdout: elsewhere when asked (a full disk, say), and then the log file gets stderr only.
   const stdout = options.stdout ? openSync(options.stdout, 'a') : out;
-  // Benchmarks run the build (`npm run build`), as production does; tests run the sources.
-  const entry = options.compiled ? [join(repoRoot, 'dist/cli.js')] : ['--import', 'tsx', join(repoRoot, 'src/cli.ts')];
+  // Benchmarks run the build (`npm run build`), as production does; so do tests under the test command.
+  const entry = cliCommand(options.compiled ?? RUNS_DIST);
   const child = spawn(process.execPath, [...(options.nodeArgs ?? []), ...entry, 'serve', '--config', configFile], {
     cwd: repoRoot,
     stdio: ['ignore', stdout, out],
