@@ -16,6 +16,17 @@ export interface Requester {
   readonly signal: AbortSignal;
 }
 
+export interface FillSnapshot {
+  digest: string;
+  registry: string;
+  repo: string;
+  state: 'queued' | BlobFill['state'];
+  bytes: number;
+  size: number | undefined;
+  /** Requests that joined it and have not gone away. */
+  joined: number;
+}
+
 export interface FillLimits {
   /** New fills one client address may have queued or running at once; 0: no limit. */
   maxFillsPerClient: number;
@@ -38,7 +49,8 @@ const QUEUE_FULL_RETRY_S = 5;
  * (warm-up) holds it for good.
  */
 class FillInterest {
-  private waiting = 0;
+  /** Requests that joined the fill and have not gone away (warm-up not counted). */
+  waiting = 0;
   private held = false;
   private readonly controller = new AbortController();
 
@@ -74,6 +86,8 @@ class FillInterest {
 
 interface ActiveFill {
   fill: Promise<BlobFill>;
+  /** The fill, once it got an upstream slot and began. */
+  started?: BlobFill;
   registry: string;
   repo: string;
   interest: FillInterest;
@@ -106,6 +120,19 @@ export class BlobFills {
 
   get inProgress(): number {
     return this.active.size;
+  }
+
+  /** The fills under way, for the admin API, logs and tests: queued ones have no bytes yet. */
+  snapshot(): FillSnapshot[] {
+    return [...this.active].map(([digest, entry]) => ({
+      digest,
+      registry: entry.registry,
+      repo: entry.repo,
+      state: entry.started?.state ?? 'queued',
+      bytes: entry.started?.written ?? 0,
+      size: entry.started?.size,
+      joined: entry.interest.waiting,
+    }));
   }
 
   /**
@@ -153,7 +180,9 @@ export class BlobFills {
     const done = (): void => {
       if (entry) this.forget(digest, entry);
     };
-    entry = { fill: this.start(digest, source, interest.abandoned, done), registry: source.registry, repo: source.repo, interest, client };
+    const active: ActiveFill = { fill: this.start(digest, source, interest.abandoned, done), registry: source.registry, repo: source.repo, interest, client };
+    active.fill.then((fill) => (active.started = fill), () => undefined);
+    entry = active;
     this.active.set(digest.value, entry);
     if (client !== undefined) this.byClient.set(client, started + 1);
     entry.fill.catch(done);

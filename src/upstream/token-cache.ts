@@ -11,9 +11,14 @@ export interface IssuedToken {
  * they expire. Concurrent requests for the same key share one token fetch.
  */
 export class TokenCache {
-  private readonly tokens = new LRUCache<string, string>({ max: 10_000 });
+  private readonly tokens: LRUCache<string, string>;
   private readonly inflight = new Map<string, Promise<string>>();
   fetches = 0;
+
+  /** `clock` (milliseconds) decides expiry; tests pass their own. */
+  constructor(clock: { now(): number } = performance) {
+    this.tokens = new LRUCache({ max: 10_000, perf: clock, ttlResolution: 0 });
+  }
 
   static key(realm: string, service: string, scope: string): string {
     return `${realm}\n${service}\n${scope}`;

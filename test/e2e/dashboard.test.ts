@@ -12,6 +12,7 @@ import { startHubDouble, type HubDouble } from '../support/hub-double.js';
 import { MediaTypes, pushBlob, pushImage, type PushedImage } from '../support/seed.js';
 import { startMirror, type TestMirror } from '../support/stevedore.js';
 import { get, streamDigest } from '../support/http.js';
+import { waitFor } from '../support/wait.js';
 import { findChromium, requirement } from '../support/requirements.js';
 
 const chromiumPath = await findChromium();
@@ -66,13 +67,19 @@ test('after a miss, a hit, a coalesced pull and a stale serve, /metrics and /api
   assert.equal((await streamDigest(blob(blobX.digest))).digest, blobX.digest); // miss
   await mirror.stevedore.mirror.fills.drain(10_000);
   assert.equal((await streamDigest(blob(blobX.digest))).digest, blobX.digest); // hit
-  hub.throttle(8 * MiB);
+  // The upstream holds its answer until the second client has joined the fill.
+  const held = hub.hold((r) => r.kind === 'blobGet' && r.path.endsWith(blobY.digest));
   try {
-    const [a, b] = await Promise.all([streamDigest(blob(blobY.digest)), new Promise((r) => setTimeout(r, 100)).then(() => streamDigest(blob(blobY.digest)))]);
-    assert.equal(a.digest, blobY.digest); // miss
-    assert.equal(b.digest, blobY.digest); // coalesced
+    const fillOfY = () => mirror.stevedore.mirror.fills.snapshot().find((f) => f.digest === blobY.digest);
+    const a = streamDigest(blob(blobY.digest));
+    await waitFor('the fill of blob Y', () => held.waiting === 1);
+    const b = streamDigest(blob(blobY.digest));
+    await waitFor('the second client to join it', () => fillOfY()?.joined === 2);
+    held.release();
+    assert.equal((await a).digest, blobY.digest); // miss
+    assert.equal((await b).digest, blobY.digest); // coalesced
   } finally {
-    hub.throttle(null);
+    held.release();
   }
   await mirror.stevedore.mirror.fills.drain(10_000);
   const manifestUrl = `${mirror.url}/v2/team/web/manifests/v1`;

@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
+import { waitFor } from '../support/wait.js';
 import { freePort, startRegistry, type RegistryHandle } from '../support/registry.js';
 import { startHubDouble, type HubDouble } from '../support/hub-double.js';
 import { pushBlob, type PushedBlob } from '../support/seed.js';
@@ -79,7 +80,8 @@ test('SIGTERM: new connections are refused, a pull in flight finishes with the r
     hub.throttle(4 * MiB); // about 2 s for the blob
     const pull = await pullStarted(`${mirror.url}/v2/acme/big/blobs/${finishes.digest}`);
     process.kill(mirror.pid, 'SIGTERM');
-    await new Promise((r) => setTimeout(r, 300));
+    // The line is written in the turn after the listeners were closed.
+    await waitFor('the shutdown to begin', () => mirror.logs().includes('"msg":"shutting down"'));
     await assert.rejects(request(`${mirror.url}/v2/`), /ECONNREFUSED/, 'the listener is closed');
     const done = await pull.outcome;
     assert.ok(!(done instanceof Error), `the pull in flight failed: ${String(done)}`);

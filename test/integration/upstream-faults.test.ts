@@ -8,6 +8,7 @@ import { startHubDouble, type HubDouble } from '../support/hub-double.js';
 import { MediaTypes, pushBlob, pushImage, type PushedImage } from '../support/seed.js';
 import { startMirror, type TestMirror } from '../support/stevedore.js';
 import { get, json, streamDigest, type Fetched } from '../support/http.js';
+import { waitFor } from '../support/wait.js';
 
 const MiB = 1024 * 1024;
 const ALL = [MediaTypes.ociIndex, MediaTypes.ociManifest, MediaTypes.dockerList, MediaTypes.dockerManifest].join(', ');
@@ -70,11 +71,32 @@ test('connection refused: the next endpoint answers, and the dead one\'s circuit
 });
 
 test('active health probes mark endpoints down and back up', async () => {
-  const dead = `http://127.0.0.1:${await freePort()}`;
-  const m = await mirrorWith({ upstreams: [{ registry: 'docker.io', url: [dead, hub.url] }], health: { failureThreshold: 1, openMin: '1h' } });
-  await m.stevedore.probes.runOnce();
-  assert.deepEqual(endpointsOf(m).map((e) => e.state), ['open', 'up']);
-  assert.match(String(endpointsOf(m)[0]!.lastError?.message), /health probe/);
+  const flaky = await startHubDouble({ upstream: registry.url });
+  try {
+    const m = await mirrorWith({ upstreams: [{ registry: 'docker.io', url: [flaky.url, hub.url] }], health: { failureThreshold: 1, openMin: '1h' } });
+    await m.stevedore.probes.runOnce();
+    assert.deepEqual(endpointsOf(m).map((e) => e.state), ['up', 'up']);
+    await flaky.down('refuse');
+    await m.stevedore.probes.runOnce();
+    assert.deepEqual(endpointsOf(m).map((e) => e.state), ['open', 'up']);
+    assert.match(String(endpointsOf(m)[0]!.lastError?.message), /health probe/);
+    // While open, pulls go to the second endpoint only.
+    flaky.resetStats();
+    assert.equal((await get(`${m.url}/v2/acme/app/manifests/v1`, { accept: ALL })).status, 200);
+    await flaky.up();
+    // Back: the next probe closes the circuit long before openMin (an hour) would have.
+    await m.stevedore.probes.runOnce();
+    assert.deepEqual(endpointsOf(m).map((e) => e.state), ['up', 'up']);
+    assert.equal(endpointsOf(m)[0]!.circuit, 'closed');
+    flaky.resetStats();
+    hub.resetStats();
+    await pushImage(registry.url, 'acme/app', 'after-recovery', { layers: [100], format: 'oci' });
+    assert.equal((await get(`${m.url}/v2/acme/app/manifests/after-recovery`, { accept: ALL })).status, 200);
+    assert.equal(flaky.stats().manifestGet, 1, 'the recovered first endpoint serves again');
+    assert.equal(hub.stats().manifestGet, 0);
+  } finally {
+    await flaky.stop();
+  }
 });
 
 test('latency beyond the revalidation deadline: the cached tag is served stale within the deadline', async () => {
@@ -207,7 +229,8 @@ test('a low pull budget: a warning, cached tags served without revalidation, mis
 });
 
 test('an upstream 404 is remembered for notFoundTtl', async () => {
-  const m = await mirrorWith({ upstreams: [{ registry: 'docker.io', url: hub.url }], cache: { notFoundTtl: '1s' } });
+  const clock = { ms: Date.now(), now(): number { return this.ms; } };
+  const m = await mirrorWith({ upstreams: [{ registry: 'docker.io', url: hub.url }], cache: { notFoundTtl: '30s' }, clock });
   hub.resetStats();
   for (let i = 0; i < 3; i++) {
     const res = await get(`${m.url}/v2/acme/app/manifests/missing`, { accept: ALL });
@@ -217,7 +240,10 @@ test('an upstream 404 is remembered for notFoundTtl', async () => {
   assert.equal(hub.stats().manifestGet, 1, 'asked upstream once');
   assert.equal(m.logs().filter((l) => l.msg === 'request' && l.cache === 'notfound_cached').length, 2);
   await pushImage(registry.url, 'acme/app', 'missing', { layers: [100], format: 'docker' });
-  await new Promise((r) => setTimeout(r, 1100));
+  clock.ms += 29_000;
+  assert.equal((await get(`${m.url}/v2/acme/app/manifests/missing`, { accept: ALL })).status, 404, 'still remembered within the TTL');
+  assert.equal(hub.stats().manifestGet, 1);
+  clock.ms += 1_001;
   assert.equal((await get(`${m.url}/v2/acme/app/manifests/missing`, { accept: ALL })).status, 200, 'found once the TTL passed');
 });
 
@@ -237,9 +263,9 @@ test('maxConcurrentFetches bounds the fills running against one registry', async
   hub.throttle(4 * MiB);
   try {
     const pulls = blobs.map((b) => streamDigest(`${m.url}/v2/acme/app/blobs/${b.digest}`));
-    await new Promise((r) => setTimeout(r, 200));
-    const fills = m.stevedore.mirror.upstreams()[0]!.fills;
-    assert.deepEqual(fills, { running: 1, waiting: 2 });
+    const fills = (): { running: number; waiting: number } => m.stevedore.mirror.upstreams()[0]!.fills;
+    await waitFor('all three fills to be registered', () => m.stevedore.mirror.fills.inProgress === 3);
+    assert.deepEqual(fills(), { running: 1, waiting: 2 });
     const results = await Promise.all(pulls);
     assert.deepEqual(results.map((r) => r.digest), blobs.map((b) => b.digest));
   } finally {

@@ -5,13 +5,18 @@ import { TokenCache, ttlFor } from '../../src/upstream/token-cache.js';
 test('one fetch per key, shared by concurrent callers, reused until expiry', async () => {
   const cache = new TokenCache();
   let fetches = 0;
+  let issue: () => void = () => undefined;
+  const answered = new Promise<void>((r) => (issue = r));
   const fetch = async () => {
     fetches += 1;
-    await new Promise((r) => setTimeout(r, 20));
+    // The token endpoint answers only once every caller has asked.
+    await answered;
     return { token: `t${fetches}`, expiresInSeconds: 300 };
   };
   const key = TokenCache.key('https://auth/token', 'svc', 'repository:a:pull');
-  const tokens = await Promise.all(Array.from({ length: 10 }, () => cache.get(key, fetch)));
+  const asked = Array.from({ length: 10 }, () => cache.get(key, fetch));
+  issue();
+  const tokens = await Promise.all(asked);
   assert.deepEqual(new Set(tokens), new Set(['t1']));
   assert.equal(await cache.get(key, fetch), 't1');
   assert.equal(fetches, 1);
@@ -36,10 +41,13 @@ test('tokens expire before the registry says they do', async () => {
   assert.equal(ttlFor(300), 270_000);
   assert.equal(ttlFor(60), 54_000);
   assert.equal(ttlFor(0.5), 1000);
-  const cache = new TokenCache();
+  const clock = { ms: 1_000_000, now(): number { return this.ms; } };
+  const cache = new TokenCache(clock);
   let n = 0;
-  const fetch = async () => ({ token: `t${++n}`, expiresInSeconds: 1 });
+  const fetch = async () => ({ token: `t${++n}`, expiresInSeconds: 60 });
   assert.equal(await cache.get('k', fetch), 't1');
-  await new Promise((r) => setTimeout(r, 1100));
-  assert.equal(await cache.get('k', fetch), 't2');
+  clock.ms += 53_999;
+  assert.equal(await cache.get('k', fetch), 't1', 'still fresh just before 90% of its lifetime');
+  clock.ms += 2;
+  assert.equal(await cache.get('k', fetch), 't2', 'fetched anew once 90% of it passed');
 });
