@@ -87,16 +87,22 @@ const MIGRATIONS: readonly string[] = [
   `,
 ];
 
-export function migrate(db: Database): number {
+/** The schema version this Stevedore writes. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** Brings the index to `target` (the current version; tests build older ones); returns how many migrations ran. */
+export function migrate(db: Database, target = SCHEMA_VERSION): number {
   const current = db.pragma('user_version', { simple: true }) as number;
   if (current > MIGRATIONS.length) {
     throw new Error(`cache index schema version ${current} is newer than this Stevedore (${MIGRATIONS.length}); upgrade Stevedore`);
   }
-  for (let version = current; version < MIGRATIONS.length; version++) {
+  let ran = 0;
+  for (let version = current; version < target; version++) {
     db.transaction(() => {
       db.exec(MIGRATIONS[version]!);
       db.pragma(`user_version = ${version + 1}`);
     })();
+    ran += 1;
   }
-  return MIGRATIONS.length;
+  return ran;
 }

@@ -63,6 +63,7 @@ dockerdTools.test('without credentials dockerd is refused by the mirror (401) an
   const refused = requests().filter((l) => l.status === 401);
   assert.ok(refused.length >= 1, 'dockerd asked the mirror and was challenged');
   assert.equal(hub.stats().blobGet + hub.stats().manifestGet, 0, 'nothing was fetched upstream for an unauthenticated client');
+  assert.match(pull.stderr, new RegExp(`registry-1\\.docker\\.io.*proxyconnect tcp: dial tcp 127\\.0\\.0\\.1:${dockerd.proxyPort}: connect: connection refused`), 'the fallback met the closed loopback proxy');
 });
 
 dockerdTools.test('with the credentials in the docker CLI config, dockerd answers the Basic challenge and pulls through the mirror', async () => {

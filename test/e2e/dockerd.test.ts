@@ -83,14 +83,13 @@ dockerdTools.test('dockerd pulls a multi-layer image through the mirror, and the
 
 dockerdTools.test('a missing image fails fast: the mirror answers 404 and the fallback to Docker Hub cannot leave the machine', async () => {
   hub.resetStats();
-  const started = Date.now();
   const pull = await dockerd.docker(['pull', 'nosuch/thing:1'], { timeoutMs: 60_000 });
   assert.notEqual(pull.code, 0);
-  assert.ok(Date.now() - started < 30_000, 'no long network timeout');
   const asked = requestLines().filter((l) => l.status === 404 && l.path?.includes('/v2/nosuch/thing/manifests/1'));
   assert.ok(asked.length >= 1, 'dockerd asked the mirror first');
   assert.ok(hub.stats().manifestHead + hub.stats().manifestGet >= 1, 'the mirror asked its upstream');
-  assert.match(pull.stderr, /127\.0\.0\.1|not found|manifest unknown|proxyconnect/i);
+  // The fallback to Docker Hub went to the closed loopback proxy and was refused there.
+  assert.match(pull.stderr, new RegExp(`registry-1\\.docker\\.io.*proxyconnect tcp: dial tcp 127\\.0\\.0\\.1:${dockerd.proxyPort}: connect: connection refused`));
 });
 
 dockerdTools.test('dockerd pulls a multi-arch image: the index resolves to this machine\'s platform, and only that platform\'s blobs are fetched', async () => {

@@ -62,11 +62,11 @@ for (const [what, location] of [
     const m = await mirrorOf(urlOf(redirecting));
     redirectTo = location;
     requests = [];
-    const started = Date.now();
     const res = await get(`${m.url}/v2/team/app/blobs/${DIGEST}`);
     assert.ok(res.status === 502 || res.status === 503, `status ${res.status}`);
     assert.ok(json(res).errors?.[0]?.code, 'an OCI error body');
-    assert.ok(Date.now() - started < 1_500, 'refused at once, not after a connect timeout');
+    // Refused before connecting: a connect attempt would have shown as a timeout or a refusal in the log.
+    assert.doesNotMatch(m.rawLogs(), /ETIMEDOUT|ECONNREFUSED|connect timeout/i);
     assert.match(m.rawLogs(), /loopback, private, link-local and metadata addresses are off limits/);
     assert.ok(requests.some((r) => r.includes('/blobs/')), 'the upstream was asked and redirected');
   });
@@ -84,11 +84,11 @@ test('a redirect to a non-HTTP scheme is refused', async () => {
 test('a token realm on the metadata address is refused before any connection', async () => {
   const m = await mirrorOf(urlOf(realmServer));
   requests = [];
-  const started = Date.now();
   const res = await get(`${m.url}/v2/team/app/manifests/latest`);
   assert.ok(res.status >= 500 && res.status <= 503, `status ${res.status}`);
-  assert.ok(Date.now() - started < 1_500);
   assert.match(m.rawLogs(), /loopback, private, link-local and metadata addresses are off limits/);
+  // The registry was asked and challenged; the realm's address was never tried, so nothing else is there to see.
+  assert.ok(requests.length >= 1 && requests.every((r) => r.startsWith('GET /v2/')), requests.join(', '));
 });
 
 test('redirectAllow lets redirects reach a listed private host, and only that one', async () => {
