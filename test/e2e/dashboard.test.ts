@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { startRegistry, type RegistryHandle } from '../support/registry.js';
 import { startHubDouble, type HubDouble } from '../support/hub-double.js';
 import { MediaTypes, pushBlob, pushImage, type PushedImage } from '../support/seed.js';
@@ -158,7 +158,83 @@ test('an audit line per pull, and no secret in the logs', async () => {
   assert.deepEqual({ hits: stats.totals.hits, misses: stats.totals.misses }, { hits: 1, misses: 3 });
 });
 
-browserTools.test('the dashboard in a real browser shows what the API says, and runs a warm-up', async () => {
+/** The dashboard's size format, written again here as the oracle. */
+function shownBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+interface ApiView {
+  stats: Stats & { totals: { notFoundCached: number; quotaBytes: number } };
+  upstreams: { upstreams: { registry: string; endpoints: { url: string; state: string; latencyMs: number | null; manifestGets: number; rateLimit: { limit: number; remaining: number } | null }[] }[] };
+  images: { images: { upstream: string; repo: string; tag: string; bytes: number; hits: number }[] };
+  jobs: { runs: { id: number; job: string; status: string; blobsFetched: number; blobsSkipped: number; bytes: number }[] };
+}
+
+async function apiView(): Promise<ApiView> {
+  const read = async (path: string): Promise<unknown> => JSON.parse((await get(`${mirror.url}/api/${path}`)).body.toString());
+  return { stats: (await read('stats')) as ApiView['stats'], upstreams: (await read('upstreams')) as ApiView['upstreams'], images: (await read('images')) as ApiView['images'], jobs: (await read('jobs')) as ApiView['jobs'] };
+}
+
+/** Every figure the page should show for what the API says. */
+function expectedFigures(api: ApiView): Record<string, unknown> {
+  const t = api.stats.totals;
+  return {
+    hitRatio: `${(t.hitRatio * 100).toFixed(1)}%`,
+    hitDetail: `${t.hits} hits · ${t.coalesced} coalesced · ${t.stale} stale · ${t.misses} misses`,
+    requests: String(t.hits + t.misses + t.coalesced + t.stale),
+    requestDetail: `${t.notFoundCached} answered from the 404 cache`,
+    bytesSaved: shownBytes(t.bytesFromCache),
+    bytesDetail: `served from cache · ${shownBytes(t.bytesFromUpstream)} fetched upstream`,
+    cacheSize: shownBytes(t.cacheBytes),
+    cacheDetail: `${t.blobs} blobs · ${t.quotaBytes > 0 ? `quota ${shownBytes(t.quotaBytes)}` : 'no quota'}`,
+    upstreams: api.upstreams.upstreams.flatMap((u) => u.endpoints.map((e) => [u.registry, e.url, e.state, e.latencyMs === null ? '–' : `${e.latencyMs} ms`, e.rateLimit ? `${e.rateLimit.remaining} / ${e.rateLimit.limit}` : 'no rate-limit headers seen', String(e.manifestGets)])),
+    images: api.images.images.slice(0, 15).map((i) => [`${i.upstream}/${i.repo}:${i.tag}`, shownBytes(i.bytes), String(i.hits)]),
+    runs: api.jobs.runs.slice(0, 10).map((r) => [String(r.id), r.job, r.status, `${r.blobsFetched} · ${shownBytes(r.bytes)}`, String(r.blobsSkipped)]),
+  };
+}
+
+/** Every figure the page shows, read off the DOM. */
+async function shownFigures(page: Page): Promise<Record<string, unknown>> {
+  const text = async (id: string): Promise<string> => (await page.textContent(`#${id}`)) ?? '';
+  return {
+    hitRatio: await text('hit-ratio'),
+    hitDetail: await text('hit-detail'),
+    requests: await text('requests'),
+    requestDetail: await text('request-detail'),
+    bytesSaved: await text('bytes-saved'),
+    bytesDetail: await text('bytes-detail'),
+    cacheSize: await text('cache-size'),
+    cacheDetail: await text('cache-detail'),
+    // No named helpers inside: the function is sent to the browser as source (esbuild would add __name calls).
+    upstreams: await page.$$eval('#upstreams tr', (rows) =>
+      rows.map((row) => [
+        row.children[0]!.querySelector('strong')?.textContent,
+        row.children[0]!.querySelector('.endpoint')?.textContent,
+        row.children[1]!.textContent,
+        row.children[2]!.textContent,
+        row.children[3]!.querySelector('[data-testid="ratelimit-remaining"]')?.textContent ?? row.children[3]!.textContent,
+        row.children[4]!.textContent,
+      ]),
+    ),
+    images: await page.$$eval('#images tr', (rows) => rows.map((row) => [row.children[0]!.textContent, row.children[1]!.textContent, row.children[3]!.textContent])),
+    runs: await page.$$eval('#runs tr', (rows) => rows.map((row) => [row.children[0]!.textContent, row.children[1]!.textContent, row.children[3]!.textContent, row.children[4]!.textContent, row.children[5]!.textContent])),
+  };
+}
+
+/** Reloads the page and waits for it to render a fresh answer of the API. */
+async function freshPage(page: Page): Promise<void> {
+  await page.reload();
+  await page.waitForFunction(() => document.querySelector('[data-testid="status"]')?.textContent?.startsWith('updated') === true, undefined, { timeout: 15_000 });
+}
+
+browserTools.test('the dashboard in a real browser shows every figure the API gives, and runs a warm-up', async () => {
   let browser: Browser | undefined;
   try {
     browser = await chromium.launch({
@@ -167,21 +243,22 @@ browserTools.test('the dashboard in a real browser shows what the API says, and 
     });
     const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
     await page.goto(`${mirror.url}/`);
-    await page.waitForFunction(() => document.querySelector('[data-testid="hit-ratio"]')?.textContent !== '–', undefined, { timeout: 15_000 });
-    const stats = JSON.parse((await get(`${mirror.url}/api/stats`)).body.toString()) as Stats;
-    assert.equal(await page.textContent('[data-testid="hit-ratio"]'), `${(stats.totals.hitRatio * 100).toFixed(1)}%`);
     // The restarted mirror learns the budget from its next manifest GET.
     await get(`${mirror.url}/v2/team/web/manifests/${image.manifestDigest}`, { accept: ALL });
     await get(`${mirror.url}/v2/team/other/manifests/v1`, { accept: ALL });
-    await page.reload();
-    const rate = JSON.parse((await get(`${mirror.url}/api/upstreams`)).body.toString()).upstreams[0].endpoints[0].rateLimit as { limit: number; remaining: number } | null;
-    assert.ok(rate, 'the upstream reported its budget');
-    await page.waitForSelector('[data-testid="ratelimit-remaining"]', { timeout: 15_000 });
-    assert.equal(await page.textContent('[data-testid="ratelimit-remaining"]'), `${rate.remaining} / ${rate.limit}`);
+    await freshPage(page);
+    const api = await apiView();
+    assert.ok(api.upstreams.upstreams[0]!.endpoints[0]!.rateLimit, 'the upstream reported its budget');
+    assert.ok(api.images.images.length > 0, 'there are cached images to list');
+    assert.deepEqual(await shownFigures(page), expectedFigures(api));
+
     await page.click('[data-testid="run-warmup-web"]');
     await page.waitForSelector('[data-testid="job-runs"] tr[data-job="web"]', { timeout: 15_000 });
+    await mirror.stevedore.warmups.idle();
     const runs = mirror.stevedore.cache.jobs.list(5);
     assert.ok(runs.some((r) => r.job === 'web' && r.trigger === 'api'), 'the click started a run');
+    await freshPage(page);
+    assert.deepEqual(await shownFigures(page), expectedFigures(await apiView()), 'after the warm-up too');
     mkdirSync(outputDir, { recursive: true });
     await page.screenshot({ path: join(outputDir, 'dashboard.png'), fullPage: true });
   } finally {
