@@ -172,6 +172,46 @@ test('a body cut mid-blob resumes from the second endpoint with Range, and the d
   assert.match(String(endpointsOf(m)[0]!.lastError?.message), /broke at/);
 });
 
+test('a body that goes silent mid-blob is cut after timeouts.body and resumed from the second endpoint', async () => {
+  const blob = await pushBlob(registry.url, 'acme/app', { size: 8 * MiB, seed: 'silent-body' });
+  const m = await mirrorWith({ upstreams: [{ registry: 'docker.io', url: [hub.url, hub2.url], timeouts: { body: '1s' } }] });
+  hub.resetStats();
+  hub2.resetStats();
+  hub.stallMidBlob(blob.digest, 2 * MiB);
+  const res = await streamDigest(`${m.url}/v2/acme/app/blobs/${blob.digest}`);
+  assert.equal(res.status, 200);
+  assert.equal(res.digest, blob.digest, 'the resumed blob verifies');
+  assert.equal(hub.stats().blobGet, 1);
+  assert.equal(hub2.stats().blobGet, 1, 'the rest came from the second endpoint');
+  const resumed = m.logs().find((l) => l.msg === 'upstream blob stream broke; resuming with a Range request');
+  assert.ok(resumed, 'the fill resumed');
+  assert.match(String(resumed.err), /UND_ERR_BODY_TIMEOUT|Body Timeout/i, 'cut by the body-silence timeout');
+  assert.ok(Number(resumed.bytes) >= MiB && Number(resumed.bytes) <= 2 * MiB, `resumed at ${String(resumed.bytes)}`);
+  assert.ok(hub2.stats().bytesServed <= blob.size - MiB, 'only the missing tail was fetched again');
+});
+
+test('a per-registry tagTtl overrides the global one', async () => {
+  const clock = { ms: Date.now(), now(): number { return this.ms; } };
+  const m = await mirrorWith({
+    upstreams: [
+      { registry: 'docker.io', url: hub.url, settings: { tagTtl: '1m' } },
+      { registry: 'other.example', url: hub2.url },
+    ],
+    cache: { tagTtl: '10m' },
+    clock,
+  });
+  for (const path of ['/v2/acme/app/manifests/v1', '/v2/other.example/acme/app/manifests/v1']) assert.equal((await get(`${m.url}${path}`, { accept: ALL })).status, 200);
+  hub.resetStats();
+  hub2.resetStats();
+  clock.ms += 2 * 60_000;
+  for (const path of ['/v2/acme/app/manifests/v1', '/v2/other.example/acme/app/manifests/v1']) assert.equal((await get(`${m.url}${path}`, { accept: ALL })).status, 200);
+  assert.equal(hub.stats().manifestHead, 1, 'docker.io (tagTtl 1m) revalidated after two minutes');
+  assert.equal(hub2.stats().manifestHead + hub2.stats().manifestGet, 0, 'other.example (the global 10m) did not');
+  clock.ms += 9 * 60_000;
+  assert.equal((await get(`${m.url}/v2/other.example/acme/app/manifests/v1`, { accept: ALL })).status, 200);
+  assert.equal(hub2.stats().manifestHead, 1, 'and did after eleven');
+});
+
 test('wrong credentials: a clear 403 that never shows the secret', async () => {
   const locked = await startHubDouble({ upstream: registry.url, credentials: { username: 'alice', password: 'right-password' } });
   try {

@@ -49,6 +49,8 @@ export interface HubDouble {
   corruptBlob(digest: string, offset?: number): void;
   /** Cut the connection after `afterBytes` body bytes of this blob, `times` times. */
   dieMidBlob(digest: string, afterBytes: number, times?: number): void;
+  /** Send `afterBytes` of this blob, then go silent without closing, `times` times. */
+  stallMidBlob(digest: string, afterBytes: number, times?: number): void;
   /** Limit blob GET bodies (hub and CDN) to this rate; null lifts it, even mid-stream. */
   throttle(bytesPerSecond: number | null): void;
   redirectBlobs: boolean;
@@ -124,10 +126,12 @@ export async function startHubDouble(opts: HubDoubleOptions): Promise<HubDouble>
     const size = total ?? Number(up.headers['content-length'] ?? 0);
     const flipOffset = digest !== undefined && faults.corrupt.has(digest) ? faults.corrupt.get(digest) ?? Math.floor(size / 2) : undefined;
     const dieAfter = faults.takeDeath(digest);
+    const stallAfter = faults.takeStall(digest);
     await pumpBody(up.body, res, {
       startOffset: start,
       ...(flipOffset !== undefined ? { flipAt: flipOffset } : {}),
       ...(dieAfter !== undefined ? { dieAfter } : {}),
+      ...(stallAfter !== undefined ? { stallAfter } : {}),
       throttle: () => (isBlobBody ? faults.throttleBps : null),
       onBytes: (n) => book.addBytes(n),
     });
@@ -275,6 +279,7 @@ export async function startHubDouble(opts: HubDoubleOptions): Promise<HubDouble>
     },
     corruptBlob: (digest, offset) => void faults.corrupt.set(digest, offset),
     dieMidBlob: (digest, afterBytes, times = 1) => void faults.dieMid.set(digest, { afterBytes, remaining: times }),
+    stallMidBlob: (digest, afterBytes, times = 1) => void faults.stallMid.set(digest, { afterBytes, remaining: times }),
     throttle: (bps) => void (faults.throttleBps = bps && bps > 0 ? bps : null),
     get redirectBlobs(): boolean {
       return faults.redirectBlobs;

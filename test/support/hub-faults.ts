@@ -68,6 +68,7 @@ export class FaultState {
   /** digest → absolute byte offset to flip (undefined = middle of the blob). */
   corrupt = new Map<string, number | undefined>();
   dieMid = new Map<string, DieRule>();
+  stallMid = new Map<string, DieRule>();
   throttleBps: number | null = null;
   redirectBlobs = false;
 
@@ -101,6 +102,16 @@ export class FaultState {
     for (const hold of this.holds.filter((h) => matches(h.filter, req))) await hold.wait();
   }
 
+  /** Consumes one mid-blob stall for this digest, returning the bytes to send first. */
+  takeStall(digest: string | undefined): number | undefined {
+    if (!digest) return undefined;
+    const rule = this.stallMid.get(digest);
+    if (!rule || rule.remaining <= 0) return undefined;
+    rule.remaining--;
+    if (rule.remaining <= 0) this.stallMid.delete(digest);
+    return rule.afterBytes;
+  }
+
   /** Consumes one mid-blob death for this digest, returning the byte budget. */
   takeDeath(digest: string | undefined): number | undefined {
     if (!digest) return undefined;
@@ -123,6 +134,7 @@ export class FaultState {
     this.delayRules = [];
     this.corrupt.clear();
     this.dieMid.clear();
+    this.stallMid.clear();
     this.throttleBps = null;
     this.redirectBlobs = false;
   }
@@ -142,6 +154,8 @@ export interface PumpOptions {
   flipAt?: number;
   /** Destroy the socket after this many body bytes. */
   dieAfter?: number;
+  /** Send this many body bytes, then nothing more, keeping the connection open until the client gives up. */
+  stallAfter?: number;
   /** Read on every slice so a test can loosen or tighten it mid-stream. */
   throttle: () => number | null;
   onBytes: (n: number) => void;
@@ -201,6 +215,14 @@ export async function pumpBody(
         const bps = opts.throttle();
         const sliceLen = bps ? Math.max(1, Math.floor(bps / SLICES_PER_SECOND)) : chunk.length - pos;
         let slice = chunk.subarray(pos, pos + sliceLen);
+        if (opts.stallAfter !== undefined && sent + slice.length >= opts.stallAfter) {
+          slice = slice.subarray(0, opts.stallAfter - sent);
+          opts.onBytes(slice.length);
+          res.write(slice);
+          // Silence: the body neither moves nor ends; only the client's own timeout ends it.
+          await new Promise<void>((resolve) => (res.destroyed ? resolve() : res.once('close', () => resolve())));
+          return 'aborted';
+        }
         if (opts.dieAfter !== undefined && sent + slice.length >= opts.dieAfter) {
           slice = slice.subarray(0, opts.dieAfter - sent);
           await writeThenDie(res, slice, opts.onBytes);
