@@ -141,9 +141,10 @@ export interface MirrorProcess {
 }
 
 /** Runs a `stevedore` CLI command (not serve) to completion. */
-export function runCli(args: string[], timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
+export function runCli(args: string[], options: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  const timeoutMs = options.timeoutMs ?? 120_000;
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...cliCommand(), ...args], { cwd: repoRoot, env: childEnv() });
+    const child = spawn(process.execPath, [...cliCommand(), ...args], { cwd: repoRoot, env: { ...childEnv(), ...options.env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
