@@ -30,7 +30,6 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 
 
 const MAX_BODY = 64 * 1024;
-const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1']);
 
 const badRequest = (detail: string): RegistryError => new RegistryError(400, 'BAD_REQUEST', 'invalid request', detail);
 
@@ -137,6 +136,12 @@ export function adminRoutes(core: AdminDeps, token: string, hosts: AdminHosts): 
   return router;
 }
 
+/** 127.0.0.0/8, ::1, and IPv4-mapped loopback: the addresses only this machine can connect from. */
+function isLoopbackAddress(address: string): boolean {
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return v4.startsWith('127.') || address === '::1';
+}
+
 /** Compares hashes, so the time taken says nothing about how much of the token matched. */
 function sameSecret(given: string, expected: string): boolean {
   const digest = (text: string): Buffer => createHash('sha256').update(text).digest();
@@ -158,7 +163,7 @@ export function adminCheck(token: string): (ctx: Context) => void {
       if (!sameSecret(ctx.get('Authorization'), `Bearer ${token}`)) {
         throw unauthorized('the admin API needs the configured admin token', { 'WWW-Authenticate': 'Bearer realm="stevedore-admin"' });
       }
-    } else if (!LOOPBACK.has(ctx.req.socket.remoteAddress ?? '')) {
+    } else if (!isLoopbackAddress(ctx.req.socket.remoteAddress ?? '')) {
       throw denied('the admin API is open to loopback clients only until admin.token is configured');
     }
   };
