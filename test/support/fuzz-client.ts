@@ -84,7 +84,7 @@ export function sendRaw(port: number, req: FuzzRequest, timeoutMs: number): Prom
       const bytes = Buffer.concat(chunks);
       let responses: FuzzResponse[] = [];
       try {
-        responses = parseResponses(bytes);
+        responses = parseResponses(bytes, req.chain?.map((l) => l.method));
       } catch (err) {
         error = `unparsable response: ${(err as Error).message}: ${JSON.stringify(bytes.subarray(0, 200).toString('latin1'))}`;
       }
@@ -97,8 +97,11 @@ export function sendRaw(port: number, req: FuzzRequest, timeoutMs: number): Prom
   });
 }
 
-/** HTTP/1.1 responses one after another: Content-Length, chunked, or to the end. No HEAD on raw sockets. */
-export function parseResponses(bytes: Buffer): FuzzResponse[] {
+/**
+ * HTTP/1.1 responses one after another: Content-Length, chunked, or to the end.
+ * `methods` are those of the requests answered, in order: a HEAD's answer has no body.
+ */
+export function parseResponses(bytes: Buffer, methods: readonly string[] = []): FuzzResponse[] {
   const out: FuzzResponse[] = [];
   let at = 0;
   for (let guard = 0; guard < 64 && at < bytes.length; guard++) {
@@ -114,7 +117,9 @@ export function parseResponses(bytes: Buffer): FuzzResponse[] {
     }
     at = end + 4;
     let body: Buffer;
-    if (/chunked/i.test(headers['transfer-encoding'] ?? '')) {
+    if (methods[out.length] === 'HEAD') {
+      body = Buffer.alloc(0);
+    } else if (/chunked/i.test(headers['transfer-encoding'] ?? '')) {
       const parts: Buffer[] = [];
       for (let g = 0; g < 100_000; g++) {
         const lineEnd = bytes.indexOf('\r\n', at, 'latin1');

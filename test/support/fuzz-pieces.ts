@@ -186,3 +186,42 @@ export function rawRequests(rng: Rng, world: FuzzWorld): RawRequest[] {
     r('GET', `/v2/${image.repo}/blobs/`, `GET /v2/${image.repo}/blobs/${rng.pick(image.blobs).digest} HTTP/1.1\r\n${H}Range: bytes=0-0,1-1,${'2-2,'.repeat(800)}3-3\r\n\r\n`),
   ];
 }
+
+/** One request of a keep-alive chain, and whether a server must close the connection after answering it. */
+export interface ChainLink {
+  method: string;
+  target: string;
+  text: string;
+  /** Its body is unbounded or unread: the answer is the connection's last. */
+  closes: boolean;
+}
+
+/**
+ * Hostile requests that keep the connection open, to send one after another
+ * on a single keep-alive connection (pipelined): bodies declared and not
+ * sent, small bodies nobody reads, bad names and methods, between clean pulls.
+ */
+export function keepAliveLinks(rng: Rng, world: FuzzWorld): ChainLink[] {
+  const image = rng.pick(world.images);
+  const blob = rng.pick(image.blobs);
+  const H = 'Host: 127.0.0.1\r\n';
+  const link = (method: string, target: string, extra = '', body = '', closes = false): ChainLink => ({ method, target, text: `${method} ${target} HTTP/1.1\r\n${H}${extra}\r\n${body}`, closes });
+  const manifest = `/v2/${image.repo}/manifests/${image.manifestDigest}`;
+  return [
+    link('GET', manifest, `Accept: ${ALL_MANIFEST_TYPES}\r\n`),
+    link('HEAD', `/v2/${image.repo}/blobs/${blob.digest}`),
+    link('GET', `/v2/${image.repo}/blobs/${blob.digest}`, 'Range: bytes=0-15\r\n'),
+    link('GET', '/v2/', 'Content-Length: 5\r\n', 'hello'),
+    link('GET', manifest, 'Content-Length: 99999999999999\r\n', '', true),
+    link('GET', '/v2/', 'Transfer-Encoding: chunked\r\n', '0\r\n\r\n', true),
+    link('GET', `/v2/${rng.pick(['UPPER', '..', '-x', 'a//b'])}/manifests/latest`),
+    link('DELETE', manifest),
+    link('GET', `/v2/library/alpine/manifests/3.19?ns=${rng.pick(['doc%E2%84%AAer.io', 'evil.example', '%00'])}`),
+    link('GET', '/v2/', `Stevedore-Via: ${Array.from({ length: 20 }, (_, i) => `hop-${i}`).join(', ')}\r\n`),
+    link('GET', '/v2/169.254.169.254/latest/manifests/x?ns=docker.io'),
+    link('OPTIONS', '/v2/'),
+    link('GET', '/healthz'),
+  ];
+}
+
+const ALL_MANIFEST_TYPES = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json';

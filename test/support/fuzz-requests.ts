@@ -1,6 +1,6 @@
 // Seeded generation of hostile (and some valid) requests for the fuzz test.
 // Every request is a pure function of (seed, index): one failing index replays alone.
-import { hostileHeaders, hostileQuery, hostileNames, hostileDigests, hostileTags, encodeUnicode, rawRequests, traversalTo } from './fuzz-pieces.js';
+import { hostileHeaders, hostileQuery, hostileNames, hostileDigests, hostileTags, encodeUnicode, keepAliveLinks, rawRequests, traversalTo, type ChainLink } from './fuzz-pieces.js';
 import type { Rng } from './fuzz-pieces.js';
 
 export type { Rng } from './fuzz-pieces.js';
@@ -43,6 +43,8 @@ export interface FuzzRequest {
   body?: string;
   /** Sent verbatim on a fresh socket instead of through the pool. */
   raw?: { bytes: Buffer; expectResponse: boolean };
+  /** Several requests pipelined on one keep-alive connection: the answer each one must get, in order. */
+  chain?: { method: string; path: string }[];
   /** Stevedore-Via names this mirror: 508 LOOP_DETECTED is the right answer. */
   loops: boolean;
   /** A clean pull of seeded content, or of valid-shaped missing content: the status it must get. */
@@ -281,7 +283,33 @@ const CATEGORIES: [string, number, (rng: Rng, world: FuzzWorld) => Omit<FuzzRequ
   ['other-route', 6, otherRoute],
   ['admin-post', 0.4, adminPost],
 ];
-const TOTAL_WEIGHT = CATEGORIES.reduce((sum, [, w]) => sum + w, 0) + 3; // + raw sockets
+const RAW_WEIGHT = 3;
+const CHAIN_WEIGHT = 2;
+const TOTAL_WEIGHT = CATEGORIES.reduce((sum, [, w]) => sum + w, 0) + RAW_WEIGHT + CHAIN_WEIGHT;
+
+/**
+ * Hostile requests one after another on a single keep-alive connection,
+ * written at once (pipelined). Every one up to the first whose body cannot
+ * be read past must be answered, in order, and the connection then closed.
+ */
+function keepAliveChain(rng: Rng, world: FuzzWorld): Omit<FuzzRequest, 'index' | 'loops'> {
+  const links = keepAliveLinks(rng, world);
+  const picked: ChainLink[] = [];
+  for (let i = 0, n = 2 + rng.int(5); i < n; i++) {
+    const link = rng.pick(links);
+    picked.push(link);
+    if (link.closes) break;
+  }
+  if (!picked.at(-1)!.closes) picked.push({ method: 'GET', target: '/v2/', text: 'GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n', closes: true });
+  return {
+    category: 'keepalive',
+    method: picked[0]!.method,
+    path: picked[0]!.target,
+    headers: {},
+    raw: { bytes: Buffer.from(picked.map((l) => l.text).join(''), 'latin1'), expectResponse: true },
+    chain: picked.map((l) => ({ method: l.method, path: l.target })),
+  };
+}
 
 export function generateRequest(seed: number, index: number, world: FuzzWorld): FuzzRequest {
   const rng = rngFor(seed, index);
@@ -295,6 +323,7 @@ export function generateRequest(seed: number, index: number, world: FuzzWorld): 
       return { index, category, loops, ...made };
     }
   }
+  if (roll < CHAIN_WEIGHT) return { index, loops: false, ...keepAliveChain(rng, world) };
   const raw = rng.pick(rawRequests(rng, world));
   return { index, category: 'raw', method: raw.method, path: raw.target, headers: {}, raw: { bytes: raw.bytes, expectResponse: raw.expectResponse }, loops: false };
 }
