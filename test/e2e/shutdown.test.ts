@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect } from 'node:net';
 import { request } from 'undici';
 import { waitFor } from '../support/wait.js';
 import { freePort, startRegistry, type RegistryHandle } from '../support/registry.js';
@@ -82,7 +83,13 @@ test('SIGTERM: new connections are refused, a pull in flight finishes with the r
     process.kill(mirror.pid, 'SIGTERM');
     // The line is written in the turn after the listeners were closed.
     await waitFor('the shutdown to begin', () => mirror.logs().includes('"msg":"shutting down"'));
-    await assert.rejects(request(`${mirror.url}/v2/`), /ECONNREFUSED/, 'the listener is closed');
+    // A new TCP connection, not a pooled keep-alive one that the shutdown is closing as idle.
+    const refused = await new Promise<string>((resolve) => {
+      const socket = connect({ port: Number(new URL(mirror.url).port), host: '127.0.0.1' });
+      socket.once('connect', () => { socket.destroy(); resolve('connected'); });
+      socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    });
+    assert.equal(refused, 'ECONNREFUSED', 'the listener is closed');
     const done = await pull.outcome;
     assert.ok(!(done instanceof Error), `the pull in flight failed: ${String(done)}`);
     assert.equal(done.digest, finishes.digest);
