@@ -104,23 +104,14 @@ export class FaultState {
 
   /** Consumes one mid-blob stall for this digest, returning the bytes to send first. */
   takeStall(digest: string | undefined): number | undefined {
-    if (!digest) return undefined;
-    const rule = this.stallMid.get(digest);
-    if (!rule || rule.remaining <= 0) return undefined;
-    rule.remaining--;
-    if (rule.remaining <= 0) this.stallMid.delete(digest);
-    return rule.afterBytes;
+    return takeByteRule(this.stallMid, digest);
   }
 
   /** Consumes one mid-blob death for this digest, returning the byte budget. */
   takeDeath(digest: string | undefined): number | undefined {
-    if (!digest) return undefined;
-    const rule = this.dieMid.get(digest);
-    if (!rule || rule.remaining <= 0) return undefined;
-    rule.remaining--;
-    if (rule.remaining <= 0) this.dieMid.delete(digest);
-    return rule.afterBytes;
+    return takeByteRule(this.dieMid, digest);
   }
+
 
   /** The Content-Type to send instead of the registry's for this request, if a rule says so. */
   contentTypeFor(req: RequestInfo): string | undefined {
@@ -138,6 +129,16 @@ export class FaultState {
     this.throttleBps = null;
     this.redirectBlobs = false;
   }
+}
+
+/** Consumes one use of the digest's rule, returning its byte count. */
+function takeByteRule(rules: Map<string, DieRule>, digest: string | undefined): number | undefined {
+  if (!digest) return undefined;
+  const rule = rules.get(digest);
+  if (!rule || rule.remaining <= 0) return undefined;
+  rule.remaining--;
+  if (rule.remaining <= 0) rules.delete(digest);
+  return rule.afterBytes;
 }
 
 function matches(filter: FailFilter | undefined, req: RequestInfo): boolean {
