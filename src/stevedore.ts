@@ -4,7 +4,14 @@ import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { Cache } from './cache/cache.js';
 import { announceServer, claimCacheDir } from './cache/server-lock.js';
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
+import type { Catalog } from './cache/catalog.js';
+import { CacheDatabase } from './cache/database.js';
+import type { JobHistory } from './cache/job-history.js';
+import type { StatsHistory } from './cache/stats-history.js';
+import type { BlobStore } from './storage/blob-store.js';
+import { cacheModes, type CacheModes } from './storage/fs-store.js';
+import { openStore, type StoreOptions } from './storage/open-store.js';
 import type { Config } from './config/schema.js';
 import { createApp } from './http/app.js';
 import { HtpasswdVerifier } from './http/htpasswd.js';
@@ -29,6 +36,10 @@ const STATS_KEEP_MS = 30 * 24 * 3_600_000;
 /** Everything but HTTP: what `serve` listens in front of, and what `warm` runs without a server. */
 export interface Core {
   cache: Cache;
+  /** The warm-up history, the per-minute statistics and the catalog of cached images, beside the index. */
+  jobs: JobHistory;
+  stats: StatsHistory;
+  catalog: Catalog;
   metrics: Metrics;
   mirror: Mirror;
   instanceId: string;
@@ -95,12 +106,57 @@ function instanceIdFor(config: Config): string {
   return id;
 }
 
+/** The store the config names, with its units crossed into bytes and milliseconds. */
+function storeOptions(config: Config, modes: CacheModes): StoreOptions {
+  if (config.storage.driver === 'filesystem') return { driver: 'filesystem', dir: config.cache.dir, modes };
+  const s3 = config.storage.s3;
+  return {
+    driver: 's3',
+    bucket: s3.bucket,
+    endpoint: s3.endpoint,
+    region: s3.region || process.env.AWS_REGION || 'us-east-1',
+    forcePathStyle: s3.forcePathStyle,
+    accessKeyId: s3.accessKeyId,
+    secretAccessKey: s3.secretAccessKey,
+    prefix: s3.prefix,
+    partSizeBytes: s3.partSize,
+    redirectExpirySeconds: Math.round(s3.redirectExpiry / 1000),
+    publicEndpoint: s3.publicEndpoint,
+    requestTimeoutMs: s3.requestTimeout,
+    // Fills, readers and their tail: as many sockets as fills may run, and some to spare.
+    maxSockets: Math.max(64, ...config.upstreams.map((u) => u.maxConcurrentFetches * 2)),
+    journalDir: config.cache.dir,
+  };
+}
+
+/**
+ * Opens the instance's database (in cache.dir), the store and the cache over
+ * them. The owner makes the directory its user's alone and recovers after a crash.
+ */
+export async function openCache(config: Config, options: { owner: boolean }): Promise<{ database: CacheDatabase; store: BlobStore; cache: Cache }> {
+  const modes = cacheModes(config.cache.groupReadable);
+  await mkdir(config.cache.dir, { recursive: true, mode: modes.dir });
+  // Private images are cached here: the directory is the mirror user's (and, if asked, its group's) alone.
+  if (options.owner) await chmod(config.cache.dir, modes.dir);
+  const database = new CacheDatabase(join(config.cache.dir, 'index.db'), options.owner ? modes.file : undefined);
+  let store: BlobStore | undefined;
+  try {
+    store = await openStore(storeOptions(config, modes));
+    const cache = await Cache.open({ database, store, accessFlushIntervalMs: config.cache.accessFlushInterval, owner: options.owner });
+    return { database, store, cache };
+  } catch (err) {
+    database.close();
+    await store?.close();
+    throw err;
+  }
+}
+
 /**
  * Builds the mirror from a validated config. `owner` means this process serves
  * the cache directory: it recovers it after a crash and runs the background jobs.
  */
 export async function buildCore(config: Config, log: Logger, options: { owner: boolean; background: boolean; clock?: Clock }): Promise<Core> {
-  const cache = await Cache.open({ dir: config.cache.dir, accessFlushIntervalMs: config.cache.accessFlushInterval, owner: options.owner, groupReadable: config.cache.groupReadable });
+  const { database, store, cache } = await openCache(config, { owner: options.owner });
   if (cache.recovery) log.info({ ...cache.recovery }, 'cache recovered');
   cache.onCorrupt = (digest, reason) => log.error({ digest, reason }, 'damaged blob removed from the cache; it will be fetched again');
   const instanceId = instanceIdFor(config);
@@ -108,7 +164,7 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   const metrics = new Metrics();
   metrics.onMinute = (minute, counts) => {
     try {
-      cache.stats.add(minute, counts);
+      database.stats.add(minute, counts);
     } catch (err) {
       log.error({ err }, 'could not store the statistics of a minute');
     }
@@ -129,19 +185,19 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
     },
     fillLimits: { maxFillsPerClient: config.limits.maxFillsPerClient },
     log,
-    events: { upstreamBytes: (registry, bytes) => metrics.recordUpstreamBytes(registry, bytes) },
+    events: { upstreamBytes: (registry, bytes) => metrics.recordUpstreamBytes(registry, bytes), uncached: (registry, reason) => metrics.uncachedBlobs.inc({ upstream: registry, reason }) },
     clock: options.clock,
   });
   const policy = { maxSize: config.cache.maxSize, lowWater: config.cache.lowWater, blobIdleTtlMs: config.cache.blobIdleTtl, gcGraceMs: config.cache.gcGrace, minFree: config.cache.minFreeSpace };
   const sweeper = new CacheSweeper(cache, policy, options.background ? config.cache.sweepInterval : 2 ** 31 - 1, log);
   mirror.onDiskFull = (bytes) => sweeper.run({ needFreeBytes: bytes });
-  const warmups = new WarmupRunner(mirror, cache, instanceId, log);
+  const warmups = new WarmupRunner(mirror, database.jobs, instanceId, log);
   const probes = startHealthProbes(resolver.registries(), { intervalMs: options.background ? config.health.probeInterval : 2 ** 31 - 1, timeoutMs: config.health.probeTimeout }, log);
   const schedule = options.background ? scheduleWarmups(config.warmup, warmups, log) : { jobs: [], stop: () => undefined };
-  collectLiveState(metrics, { cache, mirror, sweeper });
+  collectLiveState(metrics, { cache, jobs: database.jobs, mirror, sweeper });
   const pruneStats = setInterval(() => {
     try {
-      cache.stats.prune(Date.now() - STATS_KEEP_MS);
+      database.stats.prune(Date.now() - STATS_KEEP_MS);
     } catch (err) {
       log.error({ err }, 'could not prune statistics');
     }
@@ -160,13 +216,15 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
       await mirror.fills.drain(closeOptions.fillGraceMs ?? FILL_DRAIN_MS, { discardLate: true });
       await Promise.all(upstreams.flatMap((u) => u.registry.endpoints.map((e) => e.close())));
       cache.close();
+      database.close();
+      await store.close();
     })());
-  return { cache, metrics, mirror, instanceId, tokens, warmups, sweeper, probes, scheduled: schedule.jobs, close };
+  return { cache, jobs: database.jobs, stats: database.stats, catalog: database.catalog, metrics, mirror, instanceId, tokens, warmups, sweeper, probes, scheduled: schedule.jobs, close };
 }
 
 /** Gauges that mirror live state are set just before each scrape. */
-function collectLiveState(metrics: Metrics, parts: { cache: Cache; mirror: Mirror; sweeper: CacheSweeper }): void {
-  const { cache, mirror, sweeper } = parts;
+function collectLiveState(metrics: Metrics, parts: { cache: Cache; jobs: JobHistory; mirror: Mirror; sweeper: CacheSweeper }): void {
+  const { cache, jobs, mirror, sweeper } = parts;
   const circuit = { closed: 0, 'half-open': 1, open: 2 } as const;
   metrics.onCollect(() => {
     for (const upstream of mirror.upstreams()) {
@@ -186,7 +244,7 @@ function collectLiveState(metrics: Metrics, parts: { cache: Cache; mirror: Mirro
     metrics.evictions.set(sweeper.totals.removedBlobs);
     metrics.evictedBytes.set(sweeper.totals.removedBytes);
     const seen = new Set<string>();
-    for (const run of cache.jobs.list(200)) {
+    for (const run of jobs.list(200)) {
       if (seen.has(run.job) || run.finishedAt === null) continue;
       seen.add(run.job);
       metrics.warmupLastRun.set({ job: run.job }, run.finishedAt / 1000);

@@ -1,6 +1,4 @@
-import { chmodSync, closeSync, openSync } from 'node:fs';
-import Database from 'better-sqlite3';
-import { migrate } from './migrations.js';
+import type Database from 'better-sqlite3';
 
 export interface BlobRecord {
   digest: string;
@@ -34,21 +32,11 @@ export interface AccessUpdate {
   hits: number;
 }
 
-/** The SQLite index: metadata only; blob bytes live in the blob store. */
+/** The cache index: metadata only; the bytes live in the store. */
 export class CacheIndex {
-  private readonly db: Database.Database;
   private readonly stmts;
 
-  constructor(path: string, fileMode?: number) {
-    // Created with this mode before SQLite opens it; its -wal and -shm files take the same.
-    if (fileMode !== undefined) closeSync(openSync(path, 'a', fileMode));
-    if (fileMode !== undefined) chmodSync(path, fileMode);
-    this.db = new Database(path);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 5000');
-    migrate(this.db);
-    const db = this.db;
+  constructor(private readonly db: Database.Database) {
     this.stmts = {
       getBlob: db.prepare<[string], BlobRecord>(
         `SELECT digest, size, media_type AS mediaType, created_at AS createdAt, last_access AS lastAccess, hits
@@ -101,11 +89,6 @@ export class CacheIndex {
       removeTags: db.prepare('DELETE FROM tags WHERE digest = ?'),
       isPinned: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM pins WHERE digest = ?'),
     };
-  }
-
-  /** The SQLite handle, for the other tables of this database (job history). */
-  get database(): Database.Database {
-    return this.db;
   }
 
   /** Least recently used blobs first, pinned ones left out. */
@@ -187,7 +170,4 @@ export class CacheIndex {
     return this.stmts.totals.get() ?? { blobs: 0, bytes: 0 };
   }
 
-  close(): void {
-    this.db.close();
-  }
 }

@@ -1,37 +1,34 @@
-import { chmod, mkdir, open, stat } from 'node:fs/promises';
-import { LRUCache } from 'lru-cache';
-import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import type { ByteRange } from '../oci/byte-range.js';
 import { digestOf, type Digest } from '../oci/digest.js';
+import { manifestMediaType, referencedDigests } from '../oci/manifest.js';
+import { MANIFEST_MEDIA_TYPES } from '../oci/media-types.js';
+import { NotStoredError, ObjectTooLargeError, StoreFullError, StoreUnavailableError, type BlobStore } from '../storage/blob-store.js';
 import { AccessRecorder } from './access-recorder.js';
-import type { BlobFill } from './blob-fill.js';
-import type { ByteRange } from './blob-store.js';
-import { CacheIndex, type BlobRecord, type TagRecord } from './cache-index.js';
-import { cacheModes, FsBlobStore } from './fs-blob-store.js';
-import { Catalog } from './catalog.js';
-import { JobHistory } from './job-history.js';
-import { StatsHistory } from './stats-history.js';
+import { BlobFill } from './blob-fill.js';
+import type { BlobRecord, CacheIndex, TagRecord } from './cache-index.js';
+import type { CacheDatabase } from './database.js';
+import { HotRows, tagKey } from './hot-rows.js';
+import { Leases } from './leases.js';
 import { reconcile, type RecoveryReport } from './recovery.js';
+import { SMALL_BLOB, VerifiedContent } from './verified-content.js';
 import { CorruptBlobError, VerifyingStream } from './verifying-stream.js';
 
-export { CorruptBlobError };
+export { CorruptBlobError, tagKey };
 
-const READ_CHUNK = 1024 * 1024;
-/** Blobs up to this size (image configs, small layers) are read whole and then served from memory. */
-const SMALL_BLOB = 256 * 1024;
-/** A base layer can be shared by thousands of repositories: remember a bounded few per digest. */
-const MAX_REMEMBERED_OWNERS = 256;
+/** The largest manifest read back from the store: cache.maxManifestSize is smaller. */
+const MAX_SMALL_READ = 64 * 1024 * 1024;
 
 export interface CacheOptions {
-  dir: string;
+  database: CacheDatabase;
+  store: BlobStore;
   accessFlushIntervalMs: number;
   /**
-   * The serving process owns the directory: it sweeps temp files and reconciles
-   * the index with the disk. Command-line tools beside a running server do not.
+   * The serving process owns the cache: it cleans up after a crash and
+   * reconciles the index with the store. Command-line tools beside a running
+   * server do not.
    */
   owner: boolean;
-  /** Let the mirror's group read the cache (a front server sending blobs); otherwise it is the mirror user's alone. */
-  groupReadable?: boolean;
 }
 
 export interface Provenance {
@@ -39,7 +36,7 @@ export interface Provenance {
   repo: string;
 }
 
-/** The cached copy is missing or damaged; it has been dropped, fetch it again. */
+/** The cached copy is missing, damaged or out of reach for now; fetch the content again. */
 export class CacheMissError extends Error {
   constructor(readonly digest: string, detail: string) {
     super(`cached copy of ${digest} unusable: ${detail}`);
@@ -47,119 +44,155 @@ export class CacheMissError extends Error {
   }
 }
 
+/** The cache disk (or its index) is full: making room may help. */
+export function isDiskFull(err: unknown): boolean {
+  if (err instanceof StoreFullError) return true;
+  const code = (err as { code?: unknown }).code;
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL';
+}
+
+/** Bytes and number of indexed blobs, kept current without a SUM or COUNT per request. */
+class Usage {
+  constructor(
+    public bytes: number,
+    public blobs: number,
+  ) {}
+}
+
 /**
- * The cache as the mirror sees it: blob bytes in the store, metadata in the
- * index, and the rule that the index only names blobs whose bytes are in place.
- * Open readers hold a lease, so eviction passes over what is being served.
+ * The cache as the mirror sees it: bytes in the store, metadata in the index,
+ * and the rule that the index only names content whose bytes are in place
+ * and verified. Open readers hold a lease, so eviction passes over what is
+ * being served.
  */
 export class Cache {
-  readonly jobs: JobHistory;
-  readonly stats: StatsHistory;
-  readonly catalog: Catalog;
-  /** Bytes and number of indexed blobs, kept current without a SUM or COUNT per request. */
-  bytes: number;
-  blobs: number;
-  private readonly leases = new Map<string, number>();
-  /** Blobs hashed since this process started: first reads re-hash, later ones trust the file. */
-  private readonly verified = new Set<string>();
-  /** Verified small content (manifests, configs, small layers): a hot digest costs no file read and no hash. */
-  private readonly small = new LRUCache<string, Buffer>({ maxSize: 64 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
-  /**
-   * Index rows the hot path reads on every hit, kept in memory so that a cache
-   * hit runs no SQLite query. Every write to a row here drops its copy.
-   */
-  private readonly records = new LRUCache<string, BlobRecord>({ max: 100_000 });
-  private readonly tags = new LRUCache<string, TagRecord>({
-    max: 100_000,
-    dispose: (record, key) => {
-      const keys = this.tagKeysByDigest.get(record.digest);
-      keys?.delete(key);
-      if (keys?.size === 0) this.tagKeysByDigest.delete(record.digest);
-    },
-  });
-  /** Repositories each digest is known to belong to (positive answers only; SQLite has the rest). */
-  private readonly links = new LRUCache<string, Set<string>>({ max: 50_000 });
-  /** Which remembered tags point at a manifest, so removing it forgets just those. */
-  private readonly tagKeysByDigest = new Map<string, Set<string>>();
-  /** Called after a commit, so a quota can be enforced promptly. */
+  readonly access: AccessRecorder;
+  /** Told about every damaged object found while serving. */
+  onCorrupt: ((digest: string, reason: string) => void) | undefined;
+  /** Called after content was added, so a quota or a free-space floor can be enforced promptly. */
   onGrow: (() => void) | undefined;
+  private readonly hot: HotRows;
+  private readonly content = new VerifiedContent();
+  private readonly leases = new Leases();
+  private readonly usage: Usage;
 
   private constructor(
-    readonly dir: string,
-    readonly store: FsBlobStore,
     readonly index: CacheIndex,
-    readonly access: AccessRecorder,
+    readonly store: BlobStore,
+    accessFlushIntervalMs: number,
     readonly recovery: RecoveryReport | undefined,
   ) {
-    this.jobs = new JobHistory(index.database);
-    this.stats = new StatsHistory(index.database);
-    this.catalog = new Catalog(index.database);
-    ({ bytes: this.bytes, blobs: this.blobs } = index.totals());
+    this.hot = new HotRows(index);
+    this.access = new AccessRecorder(index, accessFlushIntervalMs);
+    const totals = index.totals();
+    this.usage = new Usage(totals.bytes, totals.blobs);
   }
 
   static async open(options: CacheOptions): Promise<Cache> {
-    const modes = cacheModes(options.groupReadable === true);
-    await mkdir(options.dir, { recursive: true, mode: modes.dir });
-    // Private images are cached here: the directory is the mirror user's (and, if asked, its group's) alone.
-    if (options.owner) await chmod(options.dir, modes.dir);
-    const store = new FsBlobStore(options.dir, modes);
-    await store.init();
-    const index = new CacheIndex(join(options.dir, 'index.db'), options.owner ? modes.file : undefined);
+    const { index } = options.database;
     let recovery: RecoveryReport | undefined;
     if (options.owner) {
-      const sweptTempFiles = await store.sweepTemp();
-      recovery = { sweptTempFiles, ...(await reconcile(index, store)) };
-      new JobHistory(index.database).abandonRunning();
+      const sweptTempFiles = await options.store.sweepIncomplete();
+      recovery = { sweptTempFiles, ...(await reconcile(index, options.store)) };
+      options.database.jobs.abandonRunning();
     }
-    return new Cache(options.dir, store, index, new AccessRecorder(index, options.accessFlushIntervalMs), recovery);
+    return new Cache(index, options.store, options.accessFlushIntervalMs, recovery);
+  }
+
+  get bytes(): number {
+    return this.usage.bytes;
+  }
+
+  get blobs(): number {
+    return this.usage.blobs;
   }
 
   lookupBlob(digest: Digest): BlobRecord | undefined {
-    const remembered = this.records.get(digest.value);
-    if (remembered) return remembered;
-    const record = this.index.getBlob(digest.value);
-    if (record) this.records.set(digest.value, record);
-    return record;
+    return this.hot.blob(digest.value);
   }
 
   /**
-   * Streams a cached blob. The file's size is checked against the index before
-   * anything is sent; the first full read in this process re-hashes it too.
+   * On an index miss in a store other instances write too: the object may be
+   * there already. Adopts a blob the store holds (its bytes are verified on
+   * first read, like every object's); undefined when it is not there.
+   */
+  async adoptBlob(digest: Digest): Promise<BlobRecord | undefined> {
+    if (!this.store.shared) return undefined;
+    const found = await this.store.stat(digest).catch(() => undefined);
+    if (!found) return undefined;
+    if (!this.index.getBlob(digest.value)) {
+      this.index.putBlob({ digest: digest.value, size: found.size, now: Date.now() });
+      this.hot.blobChanged(digest.value);
+      this.grew(found.size);
+    }
+    return this.hot.blob(digest.value);
+  }
+
+  /** The same for a manifest: read, verified and indexed with the type its document gives. */
+  async adoptManifest(digest: Digest, maxBytes: number): Promise<BlobRecord | undefined> {
+    if (!this.store.shared) return undefined;
+    let bytes: Buffer;
+    try {
+      bytes = await this.store.read(digest, maxBytes);
+    } catch {
+      return undefined;
+    }
+    if (digestOf(bytes, digest.algorithm) !== digest.value) return undefined;
+    let mediaType: string;
+    try {
+      mediaType = manifestMediaType(bytes, undefined);
+    } catch {
+      return undefined;
+    }
+    if (!MANIFEST_MEDIA_TYPES.includes(mediaType)) return undefined;
+    if (this.index.getBlob(digest.value)) return this.hot.blob(digest.value);
+    this.index.putManifest({ digest: digest.value, size: bytes.length, mediaType, children: referencedDigests(bytes), now: Date.now() });
+    this.hot.blobChanged(digest.value);
+    this.content.keep(digest.value, bytes);
+    this.grew(bytes.length);
+    return this.hot.blob(digest.value);
+  }
+
+  /**
+   * A cached blob: small ones as verified bytes from memory or read whole,
+   * others as a stream whose size is checked before anything is sent; the
+   * first full read in this process re-hashes it too.
    */
   async openBlob(digest: Digest, expectedSize: number, range?: ByteRange): Promise<Readable | Buffer> {
     if (expectedSize <= SMALL_BLOB) {
       const bytes = await this.readVerified(digest, expectedSize);
       return range ? bytes.subarray(range.start, range.end + 1) : bytes;
     }
-    let handle;
-    try {
-      handle = await open(this.store.pathOf(digest), 'r');
-    } catch (err) {
-      this.forget(digest);
-      throw new CacheMissError(digest.value, (err as NodeJS.ErrnoException).code ?? 'cannot open');
-    }
-    const { size, ino } = await handle.stat().catch(async (err: unknown) => {
-      await handle.close();
-      throw err;
-    });
+    const createdAt = this.hot.blob(digest.value)?.createdAt;
+    const { body, size } = await this.openStored(digest, range);
     if (size !== expectedSize) {
-      await handle.close();
-      await this.quarantine(digest, `file is ${size} bytes, index says ${expectedSize}`);
+      body.destroy();
+      await this.quarantine(digest, `stored object is ${size} bytes, index says ${expectedSize}`);
       throw new CacheMissError(digest.value, `size ${size} differs from ${expectedSize}`);
     }
     this.access.record(digest.value);
-    this.lease(digest.value);
-    const length = range ? range.end - range.start + 1 : size;
-    const file = handle.createReadStream({ ...range, highWaterMark: Math.min(READ_CHUNK, Math.max(64 * 1024, length)) });
-    file.once('close', () => this.unlease(digest.value));
-    if (range || this.verified.has(digest.value)) return file;
+    if (range || this.content.has(digest.value)) return body;
     const verifier = new VerifyingStream(digest, expectedSize, (ok) => {
-      if (ok) this.verified.add(digest.value);
-      else this.quarantineIfSame(digest, ino, 'content does not match its digest').catch(() => undefined);
+      if (ok) this.content.mark(digest.value);
+      // Only if the index still holds the copy that was read: a fresh good one may have replaced it.
+      else if (this.hot.blob(digest.value)?.createdAt === createdAt) this.quarantine(digest, 'content does not match its digest').catch(() => undefined);
     });
-    file.on('error', (err) => verifier.destroy(err));
-    verifier.once('close', () => file.destroy());
-    return file.pipe(verifier);
+    body.on('error', (err) => verifier.destroy(err));
+    verifier.once('close', () => body.destroy());
+    return body.pipe(verifier);
+  }
+
+  /** Opens a stored object under a lease; a missing or unreachable one is a CacheMissError. */
+  private async openStored(digest: Digest, range?: ByteRange): Promise<{ body: Readable; size: number }> {
+    let opened: { body: Readable; size: number };
+    try {
+      opened = await this.store.open(digest, range);
+    } catch (err) {
+      throw this.unusable(digest, err);
+    }
+    this.leases.take(digest.value);
+    opened.body.once('close', () => this.leases.release(digest.value));
+    return opened;
   }
 
   /**
@@ -168,24 +201,32 @@ export class Cache {
    * indexed size (else the record is dropped and the caller serves it itself).
    */
   async verifiedFile(digest: Digest, expectedSize: number): Promise<string | undefined> {
-    if (!this.verified.has(digest.value)) return undefined;
-    const size = await stat(this.store.pathOf(digest)).then((s) => s.size, () => undefined);
-    if (size !== expectedSize) {
-      if (size === undefined) this.forget(digest);
-      else await this.quarantine(digest, `file is ${size} bytes, index says ${expectedSize}`);
+    if (!this.content.has(digest.value) || !this.store.localFile) return undefined;
+    const path = await this.store.localFile(digest, expectedSize);
+    if (path === undefined) {
+      const found = await this.store.stat(digest).catch(() => undefined);
+      if (found === undefined) this.forget(digest);
+      else await this.quarantine(digest, `stored object is ${found.size} bytes, index says ${expectedSize}`);
       return undefined;
     }
     this.access.record(digest.value);
-    return this.store.relativePathOf(digest);
+    return path;
   }
 
-  /** Free and total bytes of the cache's disk; undefined when they cannot be read. */
-  diskSpace(): Promise<{ free: number; total: number } | undefined> {
-    return this.store.diskSpace().catch(() => undefined);
+  /** A URL the client may fetch a verified object from directly, when the store can make one. */
+  async presignedUrl(digest: Digest): Promise<string | undefined> {
+    if (!this.content.has(digest.value) || !this.store.presignedUrl) return undefined;
+    this.access.record(digest.value);
+    return this.store.presignedUrl(digest);
   }
 
   recordAccess(digest: Digest): void {
     this.access.record(digest.value);
+  }
+
+  /** Free and total bytes of the cache's disk; undefined for stores without one. */
+  diskSpace(): Promise<{ free: number; total: number } | undefined> {
+    return this.store.space().catch(() => undefined);
   }
 
   /** Reads a cached manifest and checks its digest (manifests are small). */
@@ -193,98 +234,91 @@ export class Cache {
     return this.readVerified(digest);
   }
 
-  /** Small content, from memory or read whole and hashed; a damaged file is removed (CacheMissError). */
+  /** Small content, from memory or read whole and hashed; a damaged object is removed (CacheMissError). */
   private async readVerified(digest: Digest, expectedSize?: number): Promise<Buffer> {
-    const remembered = this.small.get(digest.value);
+    const remembered = this.content.bytes(digest.value);
     if (remembered) {
       this.access.record(digest.value);
       return remembered;
     }
     let bytes: Buffer;
     try {
-      bytes = await this.store.readSmall(digest, expectedSize);
+      bytes = await this.store.read(digest, expectedSize ?? MAX_SMALL_READ);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EFBIG') await this.quarantine(digest, (err as Error).message);
-      else this.forget(digest);
-      throw new CacheMissError(digest.value, code ?? 'cannot read');
+      if (err instanceof ObjectTooLargeError) {
+        await this.quarantine(digest, err.message);
+        throw new CacheMissError(digest.value, 'larger than indexed');
+      }
+      throw this.unusable(digest, err);
     }
     if (expectedSize !== undefined && bytes.length !== expectedSize) {
-      await this.quarantine(digest, `file is ${bytes.length} bytes, index says ${expectedSize}`);
+      await this.quarantine(digest, `stored object is ${bytes.length} bytes, index says ${expectedSize}`);
       throw new CacheMissError(digest.value, `size ${bytes.length} differs from ${expectedSize}`);
     }
     if (digestOf(bytes, digest.algorithm) !== digest.value) {
       await this.quarantine(digest, 'content does not match its digest');
       throw new CacheMissError(digest.value, 'damaged');
     }
-    this.verified.add(digest.value);
-    this.small.set(digest.value, bytes);
+    this.content.keep(digest.value, bytes);
     this.access.record(digest.value);
     return bytes;
   }
 
+  /**
+   * Why a stored object cannot be read now: gone (its row is dropped) or out
+   * of reach (kept: a bucket that is down comes back). Either way the caller
+   * fetches the content again.
+   */
+  private unusable(digest: Digest, err: unknown): Error {
+    if (err instanceof NotStoredError) {
+      this.forget(digest);
+      return new CacheMissError(digest.value, 'no longer in the store');
+    }
+    if (err instanceof StoreUnavailableError) return new CacheMissError(digest.value, err.message);
+    return err instanceof Error ? err : new Error(String(err));
+  }
+
   async storeManifest(entry: { digest: Digest; bytes: Buffer; mediaType: string; children: string[] } & Provenance): Promise<void> {
-    await this.store.writeSmall(entry.digest, entry.bytes);
+    await this.store.put(entry.digest, entry.bytes);
     const known = this.index.getBlob(entry.digest.value) !== undefined;
-    this.records.delete(entry.digest.value);
+    this.hot.blobChanged(entry.digest.value);
     this.index.putManifest({ digest: entry.digest.value, size: entry.bytes.length, mediaType: entry.mediaType, children: entry.children, now: Date.now() });
-    this.linkRepo(entry.upstream, entry.repo, entry.digest.value);
+    this.hot.link(entry.upstream, entry.repo, entry.digest.value);
+    this.content.keep(entry.digest.value, entry.bytes);
     if (!known) this.grew(entry.bytes.length);
   }
 
-  beginFill(digest: Digest, expectedSize?: number): Promise<BlobFill> {
-    return this.store.beginFill(digest, expectedSize);
+  /** Starts a fill: bytes go to the store as they arrive, and readers may follow them. */
+  async beginFill(digest: Digest, options: { expectedSize: number | undefined; makeRoom: (bytes: number) => Promise<void>; onUncached: (err: Error) => void }): Promise<BlobFill> {
+    const write = await this.store.beginWrite(digest, options.expectedSize);
+    return new BlobFill(digest, write, {
+      ...options,
+      openStored: async (range) => (await this.openStored(digest, range)).body,
+    });
   }
 
   /** Verifies and publishes a fill, then indexes it: bytes first, index second. */
   async commitFill(fill: BlobFill, from: Provenance): Promise<void> {
+    const digest = fill.digest;
     await fill.commit(() => {
-      this.records.delete(fill.digest.value);
-      this.index.putBlob({ digest: fill.digest.value, size: fill.written, now: Date.now() });
-      this.linkRepo(from.upstream, from.repo, fill.digest.value);
+      this.hot.blobChanged(digest);
+      this.index.putBlob({ digest, size: fill.bytesReceived, now: Date.now() });
+      this.hot.link(from.upstream, from.repo, digest);
     });
-    this.verified.add(fill.digest.value);
-    this.grew(fill.written);
-  }
-
-  /**
-   * Whether `digest` is known to belong to the repository: it was fetched
-   * through it, or the upstream confirmed it there. Digests are not secrets,
-   * so this, not possession of the bytes, decides what a repository may serve.
-   */
-  belongsTo(upstream: string, repo: string, digest: string): boolean {
-    const owner = `${upstream}/${repo}`;
-    if (this.links.get(digest)?.has(owner)) return true;
-    if (!this.index.isLinked(upstream, repo, digest)) return false;
-    this.rememberLink(digest, owner);
-    return true;
-  }
-
-  /** Records that the upstream holds `digest` in this repository. */
-  linkRepo(upstream: string, repo: string, digest: string): void {
-    this.index.linkRepo(upstream, repo, digest);
-    this.rememberLink(digest, `${upstream}/${repo}`);
-  }
-
-  private rememberLink(digest: string, owner: string): void {
-    let owners = this.links.get(digest);
-    if (!owners || owners.size >= MAX_REMEMBERED_OWNERS) {
-      owners = new Set();
-      this.links.set(digest, owners);
-    }
-    owners.add(owner);
+    this.content.mark(digest);
+    this.grew(fill.bytesReceived);
   }
 
   isLeased(digest: string): boolean {
-    return (this.leases.get(digest) ?? 0) > 0;
+    return this.leases.has(digest);
   }
 
   /**
-   * Evicts a blob: out of the index first, then off the disk. A blob being
+   * Evicts a blob: out of the index first, then out of the store. A blob being
    * read is left alone (returns false); readers never see it vanish.
    */
   async remove(digest: Digest): Promise<boolean> {
-    if (this.isLeased(digest.value)) return false;
+    if (this.leases.has(digest.value)) return false;
     const record = this.index.getBlob(digest.value);
     this.dropRemembered(digest.value);
     try {
@@ -292,73 +326,55 @@ export class Cache {
     } catch (err) {
       if (!isDiskFull(err)) throw err;
       // On a full disk the index cannot even record a removal: free the bytes first, then
-      // forget them. Meanwhile a reader finds the file gone and fetches the blob again.
-      await this.store.remove(digest);
+      // forget them. Meanwhile a reader finds the object gone and fetches the blob again.
+      await this.store.delete(digest);
       this.index.removeBlob(digest.value);
     }
     if (record) this.shrank(record.size);
-    await this.store.remove(digest);
+    await this.store.delete(digest);
     return true;
   }
 
+  /** Whether `digest` was fetched through the repository, or its upstream confirmed it there. */
+  belongsTo(upstream: string, repo: string, digest: string): boolean {
+    return this.hot.belongsTo(upstream, repo, digest);
+  }
+
+  /** Records that the upstream holds `digest` in this repository. */
+  linkRepo(upstream: string, repo: string, digest: string): void {
+    this.hot.link(upstream, repo, digest);
+  }
+
   getTag(upstream: string, repo: string, tag: string, acceptKey: string): TagRecord | undefined {
-    const remembered = this.tags.get(tagKey(upstream, repo, tag, acceptKey));
-    if (remembered) return remembered;
-    const record = this.index.getTag(upstream, repo, tag, acceptKey);
-    if (record) this.rememberTag(record);
-    return record;
+    return this.hot.tag(upstream, repo, tag, acceptKey);
   }
 
   putTag(record: TagRecord): void {
-    this.index.putTag(record);
-    this.rememberTag(record);
-  }
-
-  private rememberTag(record: TagRecord): void {
-    const key = tagKey(record.upstream, record.repo, record.tag, record.acceptKey);
-    this.tags.set(key, record);
-    const keys = this.tagKeysByDigest.get(record.digest) ?? new Set<string>();
-    keys.add(key);
-    this.tagKeysByDigest.set(record.digest, keys);
-  }
-
-  /** Forgets in-memory copies of a removed row; removing a manifest also removed its tags from the index. */
-  private dropRemembered(digest: string): void {
-    this.records.delete(digest);
-    this.small.delete(digest);
-    this.verified.delete(digest);
-    this.links.delete(digest);
-    for (const key of this.tagKeysByDigest.get(digest) ?? []) this.tags.delete(key);
-    this.tagKeysByDigest.delete(digest);
+    this.hot.putTag(record);
   }
 
   close(): void {
     this.access.close();
-    this.index.close();
   }
 
   private grew(bytes: number): void {
-    this.bytes += bytes;
-    this.blobs += 1;
+    this.usage.bytes += bytes;
+    this.usage.blobs += 1;
     this.onGrow?.();
   }
 
   private shrank(bytes: number): void {
-    this.bytes -= bytes;
-    this.blobs -= 1;
+    this.usage.bytes -= bytes;
+    this.usage.blobs -= 1;
   }
 
-  private lease(digest: string): void {
-    this.leases.set(digest, (this.leases.get(digest) ?? 0) + 1);
+  /** Forgets in-memory copies of a removed row; removing a manifest also removed its tags from the index. */
+  private dropRemembered(digest: string): void {
+    this.hot.forget(digest);
+    this.content.forget(digest);
   }
 
-  private unlease(digest: string): void {
-    const left = (this.leases.get(digest) ?? 1) - 1;
-    if (left <= 0) this.leases.delete(digest);
-    else this.leases.set(digest, left);
-  }
-
-  /** The index lost track of the file (missing on disk): drop the entry. */
+  /** The index lost track of the object (gone from the store): drop the entry. */
   private forget(digest: Digest): void {
     const record = this.index.getBlob(digest.value);
     this.dropRemembered(digest.value);
@@ -367,29 +383,10 @@ export class Cache {
     this.shrank(record.size);
   }
 
-  /** Quarantines only if the file is still the one that was read (a fresh good copy may have replaced it). */
-  private async quarantineIfSame(digest: Digest, ino: number, reason: string): Promise<void> {
-    const current = await stat(this.store.pathOf(digest)).catch(() => undefined);
-    if (current?.ino === ino) await this.quarantine(digest, reason);
-  }
-
-  /** A damaged file: out of the index and off the disk, so the next pull refetches it. */
+  /** A damaged object: out of the index and out of the store, so the next pull refetches it. */
   private async quarantine(digest: Digest, reason: string): Promise<void> {
     this.forget(digest);
-    this.verified.delete(digest.value);
-    await this.store.remove(digest).catch(() => undefined);
+    await this.store.delete(digest).catch(() => undefined);
     this.onCorrupt?.(digest.value, reason);
   }
-
-  /** Told about every damaged file found while serving. */
-  onCorrupt: ((digest: string, reason: string) => void) | undefined;
 }
-
-/** The cache's disk (or its index's) is full: making room may help. */
-export function isDiskFull(err: unknown): boolean {
-  const code = (err as { code?: unknown }).code;
-  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL';
-}
-
-/** One key per (registry, repository, reference, accepted manifest types): the tag cache's, and the mirror's for coalescing. */
-export const tagKey = (upstream: string, repo: string, reference: string, acceptKey: string): string => `${upstream}/${repo}:${reference}\n${acceptKey}`;

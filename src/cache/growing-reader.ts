@@ -1,22 +1,23 @@
-import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { BlobFill } from './blob-fill.js';
 
 const CHUNK = 256 * 1024;
 
 /**
- * Streams a byte range of a blob that is still being filled: reads what is on
- * disk, then waits for the fill to write more. Reading is pulled by the
- * consumer, so a slow client never slows the fill or buffers memory.
+ * Streams a byte range of a blob that is still being filled: takes what the
+ * fill has, then waits for more. Reading is pulled by the consumer, so a slow
+ * client never slows the fill or buffers memory. A reader the fill hands over
+ * to the store goes on from the stored object.
  */
 export class GrowingReader extends Readable {
   /** The next byte this reader will send. */
   position: number;
   private busy = false;
+  private unsubscribe: (() => void) | undefined;
+  private stored: Readable | undefined;
 
   constructor(
     private readonly fill: BlobFill,
-    private readonly handle: FileHandle,
     start: number,
     private readonly end: number | undefined,
     private readonly onClose: () => void,
@@ -26,75 +27,64 @@ export class GrowingReader extends Readable {
   }
 
   override _read(): void {
+    if (this.stored) {
+      this.stored.resume();
+      return;
+    }
     if (!this.busy) void this.pump();
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.fill.off('progress', this.wake);
+    this.unsubscribe?.();
+    this.stored?.destroy();
     this.onClose();
     callback(error);
   }
 
-  private readonly wake = (): void => {
-    if (!this.busy && !this.destroyed) void this.pump();
-  };
-
-  /** Waits for the fill to move; one listener per reader at most. */
+  /** Waits for the fill to change; one subscription per reader at most. */
   private park(): void {
-    this.fill.off('progress', this.wake);
-    this.fill.once('progress', this.wake);
+    this.unsubscribe?.();
+    this.unsubscribe = this.fill.subscribe(() => {
+      this.unsubscribe?.();
+      this.unsubscribe = undefined;
+      if (!this.busy && !this.destroyed) void this.pump();
+    });
   }
 
   private async pump(): Promise<void> {
     this.busy = true;
     try {
-      // Bounded: each pass either pushes bytes, ends, fails, or parks on 'progress'.
+      // Bounded: each pass either pushes bytes, ends, fails, hands over or parks.
       for (;;) {
         if (this.destroyed) return;
-        if (this.fill.state === 'failed' && !this.fill.verified) {
-          this.destroy(this.fill.error ?? new Error('fill failed'));
+        const next = await this.fill.next(this.position, this.end, CHUNK);
+        if (this.destroyed) {
+          if ('handover' in next) next.handover.destroy();
           return;
         }
-        const last = this.end ?? (this.fill.verified ? this.fill.written - 1 : Number.POSITIVE_INFINITY);
-        if (this.position > last) {
-          this.push(null);
-          return;
-        }
-        // A bounded range of an unverified blob holds back its own last byte too: no complete 206 of unchecked bytes.
-        const rangeCap = this.end !== undefined && !this.fill.verified ? this.end : last + 1;
-        const available = Math.min(this.fill.readableLimit, rangeCap) - this.position;
-        if (available <= 0) {
-          this.park();
-          return;
-        }
-        const max = Math.min(available, CHUNK);
-        let chunk = this.fill.inMemoryAt(this.position, max);
-        if (chunk === undefined || chunk.length === 0) {
-          if (this.position < this.fill.diskBytes) {
-            const buffer = Buffer.allocUnsafe(Math.min(max, this.fill.diskBytes - this.position));
-            const { bytesRead } = await this.handle.read(buffer, 0, buffer.length, this.position);
-            chunk = bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
-          } else if (this.fill.spill) {
-            // The disk filled up and these bytes already left memory.
-            this.destroy(new Error(`fell behind a fill that could not be cached (${this.fill.digest.value})`));
-            return;
-          } else {
-            chunk = Buffer.alloc(0);
-          }
-        }
-        if (this.destroyed) return;
-        if (chunk.length === 0) {
-          this.park();
-          return;
-        }
-        this.position += chunk.length;
-        this.fill.advanced();
-        if (!this.push(chunk)) return;
+        if ('error' in next) return void this.destroy(next.error);
+        if ('end' in next) return void this.push(null);
+        if ('wait' in next) return this.park();
+        if ('handover' in next) return this.follow(next.handover);
+        this.position += next.bytes.length;
+        this.fill.readerMoved();
+        if (!this.push(next.bytes)) return;
       }
     } catch (err) {
       this.destroy(err as Error);
     } finally {
       this.busy = false;
     }
+  }
+
+  /** Goes on from the store's stream, with backpressure both ways. */
+  private follow(stream: Readable): void {
+    this.stored = stream;
+    stream.on('data', (chunk: Buffer) => {
+      this.position += chunk.length;
+      if (!this.push(chunk)) stream.pause();
+    });
+    stream.once('end', () => this.push(null));
+    stream.once('error', (err) => this.destroy(err));
   }
 }

@@ -1,57 +1,50 @@
-import { createReadStream } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { manifestMediaType, referencedDigests } from '../oci/manifest.js';
 import { MANIFEST_MEDIA_TYPES } from '../oci/media-types.js';
+import type { BlobStore } from '../storage/blob-store.js';
 import type { CacheIndex } from './cache-index.js';
-import type { FsBlobStore } from './fs-blob-store.js';
 
 export interface RecoveryReport {
   sweptTempFiles: number;
-  /** Index entries whose file was missing. */
+  /** Index entries whose object was missing. */
   droppedEntries: number;
-  /** Files with no index entry whose digest checked out. */
+  /** Objects with no index entry whose digest checked out. */
   adoptedFiles: number;
-  /** Files with no index entry that failed the check, or stray names. */
+  /** Objects with no index entry that failed the check, or stray names. */
   removedFiles: number;
 }
 
 const BATCH = 64;
 const MAX_SNIFF = 4 * 1024 * 1024;
 
-/** Hashes a file as a stream: files can be gigabytes. */
-export async function hashFile(path: string, algorithm: Digest['algorithm']): Promise<{ digest: string; size: number }> {
-  const hash = createHash(algorithm);
+/** Hashes a stored object as a stream: objects can be gigabytes. */
+export async function hashStored(store: BlobStore, digest: Digest): Promise<{ digest: string; size: number }> {
+  const hash = createHash(digest.algorithm);
   let size = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+  const { body } = await store.open(digest);
+  for await (const chunk of body) {
     hash.update(chunk as Buffer);
     size += (chunk as Buffer).length;
   }
-  return { digest: `${algorithm}:${hash.digest('hex')}`, size };
+  return { digest: `${digest.algorithm}:${hash.digest('hex')}`, size };
 }
 
 /**
- * Makes the index match the disk after a crash or a manual change: entries
- * without a file are dropped; files without an entry are adopted if their
- * digest checks out, removed otherwise.
+ * Makes the index match a local store after a crash or a manual change:
+ * entries without an object are dropped; objects without an entry are adopted
+ * if their digest checks out, removed otherwise. A shared store (a bucket) is
+ * not walked: other instances write it, and an index miss looks there anyway.
  */
-export async function reconcile(index: CacheIndex, store: FsBlobStore): Promise<Omit<RecoveryReport, 'sweptTempFiles'>> {
-  let droppedEntries = 0;
-  let adoptedFiles = 0;
-  let removedFiles = 0;
+export async function reconcile(index: CacheIndex, store: BlobStore): Promise<Omit<RecoveryReport, 'sweptTempFiles'>> {
+  const report = { droppedEntries: 0, adoptedFiles: 0, removedFiles: 0 };
+  if (store.shared) return report;
   const indexed = new Set<string>();
   const missing: string[] = [];
   let batch: Promise<void>[] = [];
   for (const record of index.allBlobs()) {
     indexed.add(record.digest);
-    batch.push(
-      stat(store.pathOf(parseDigest(record.digest))).then(
-        () => undefined,
-        () => void missing.push(record.digest),
-      ),
-    );
+    batch.push(store.stat(parseDigest(record.digest)).then((found) => void (found ? undefined : missing.push(record.digest))));
     if (batch.length >= BATCH) {
       await Promise.all(batch);
       batch = [];
@@ -60,42 +53,47 @@ export async function reconcile(index: CacheIndex, store: FsBlobStore): Promise<
   await Promise.all(batch);
   for (const digest of missing) {
     index.removeBlob(digest);
-    droppedEntries += 1;
+    report.droppedEntries += 1;
   }
 
-  for (const file of await listBlobFiles(store)) {
-    if (indexed.has(file.digest)) continue;
-    let digest: Digest;
-    try {
-      digest = parseDigest(file.digest);
-    } catch {
-      await store.removePath(file.path);
-      removedFiles += 1;
+  for await (const entry of store.list()) {
+    if (entry.digest && indexed.has(entry.digest.value)) continue;
+    if (!entry.digest) {
+      await store.removeStray?.(entry.key);
+      report.removedFiles += 1;
       continue;
     }
-    const actual = await hashFile(file.path, digest.algorithm);
-    if (actual.digest !== digest.value) {
-      await store.remove(digest);
-      removedFiles += 1;
+    const actual = await hashStored(store, entry.digest);
+    if (actual.digest !== entry.digest.value) {
+      await store.delete(entry.digest);
+      report.removedFiles += 1;
       continue;
     }
-    await adopt(index, digest, file.path, actual.size);
-    adoptedFiles += 1;
+    await adopt(index, store, entry.digest, actual.size);
+    report.adoptedFiles += 1;
   }
-  return { droppedEntries, adoptedFiles, removedFiles };
+  return report;
 }
 
-async function adopt(index: CacheIndex, digest: Digest, path: string, size: number): Promise<void> {
+async function adopt(index: CacheIndex, store: BlobStore, digest: Digest, size: number): Promise<void> {
   const now = Date.now();
   if (size <= MAX_SNIFF) {
-    const bytes = await readFile(path);
-    const mediaType = looksLikeManifest(bytes) ? manifestMediaType(bytes, undefined) : undefined;
+    const bytes = await store.read(digest, MAX_SNIFF);
+    const mediaType = looksLikeManifest(bytes) ? safeMediaType(bytes) : undefined;
     if (mediaType && MANIFEST_MEDIA_TYPES.includes(mediaType)) {
       index.putManifest({ digest: digest.value, size, mediaType, children: referencedDigests(bytes), now });
       return;
     }
   }
   index.putBlob({ digest: digest.value, size, now });
+}
+
+function safeMediaType(bytes: Buffer): string | undefined {
+  try {
+    return manifestMediaType(bytes, undefined);
+  } catch {
+    return undefined;
+  }
 }
 
 function looksLikeManifest(bytes: Buffer): boolean {
@@ -105,17 +103,4 @@ function looksLikeManifest(bytes: Buffer): boolean {
   } catch {
     return false;
   }
-}
-
-async function listBlobFiles(store: FsBlobStore): Promise<{ digest: string; path: string }[]> {
-  const files: { digest: string; path: string }[] = [];
-  const root = store.blobRootPath;
-  for (const algorithm of await readdir(root).catch(() => [] as string[])) {
-    for (const shard of await readdir(join(root, algorithm)).catch(() => [] as string[])) {
-      for (const name of await readdir(join(root, algorithm, shard)).catch(() => [] as string[])) {
-        files.push({ digest: `${algorithm}:${name}`, path: join(root, algorithm, shard, name) });
-      }
-    }
-  }
-  return files;
 }

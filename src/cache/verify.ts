@@ -1,6 +1,6 @@
 import { parseDigest } from '../oci/digest.js';
 import type { Cache } from './cache.js';
-import { hashFile } from './recovery.js';
+import { hashStored } from './recovery.js';
 
 export interface VerifyReport {
   checked: number;
@@ -9,7 +9,7 @@ export interface VerifyReport {
   repaired: number;
 }
 
-/** Re-hashes every cached blob; with `repair`, damaged or missing ones are removed so they get refetched. */
+/** Re-hashes every cached object; with `repair`, damaged or missing ones are removed so they get refetched. */
 export async function verifyCache(cache: Cache, options: { repair: boolean; onProgress?: (done: number, total: number) => void }): Promise<VerifyReport> {
   const records = [...cache.index.allBlobs()];
   const report: VerifyReport = { checked: 0, bytes: 0, damaged: [], repaired: 0 };
@@ -17,12 +17,12 @@ export async function verifyCache(cache: Cache, options: { repair: boolean; onPr
     const digest = parseDigest(record.digest);
     let reason: string | undefined;
     try {
-      const actual = await hashFile(cache.store.pathOf(digest), digest.algorithm);
+      const actual = await hashStored(cache.store, digest);
       if (actual.size !== record.size) reason = `size ${actual.size}, index says ${record.size}`;
       else if (actual.digest !== digest.value) reason = `content hashes to ${actual.digest}`;
       report.bytes += actual.size;
     } catch (err) {
-      reason = `unreadable (${(err as NodeJS.ErrnoException).code ?? 'error'})`;
+      reason = `unreadable (${(err as NodeJS.ErrnoException).code ?? (err as Error).name})`;
     }
     report.checked += 1;
     if (reason) {

@@ -1,15 +1,16 @@
 import type { Config } from '../config/schema.js';
-import { Cache } from '../cache/cache.js';
+import { CacheDatabase } from '../cache/database.js';
 import type { JobRun } from '../cache/job-history.js';
 import type { SweepReport } from '../cache/eviction.js';
 import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { localUrl } from '../http/server.js';
 import { claimCacheDir, runningServer } from '../cache/server-lock.js';
 import { verifyCache } from '../cache/verify.js';
 import type { WarmupProgress } from '../jobs/warmup.js';
 import { createLogger } from '../log.js';
-import { buildCore } from '../stevedore.js';
+import { buildCore, openCache } from '../stevedore.js';
 import { AdminClient } from './admin-client.js';
 import { formatBytes, formatTime } from './format.js';
 import { createProgress } from './progress.js';
@@ -90,7 +91,7 @@ export async function gcCommand(config: Config, options: { dryRun?: boolean }): 
 }
 
 export async function verifyCommand(config: Config, options: { repair?: boolean }): Promise<number> {
-  const cache = await Cache.open({ dir: config.cache.dir, accessFlushIntervalMs: config.cache.accessFlushInterval, owner: false });
+  const { database, store, cache } = await openCache(config, { owner: false });
   try {
     const report = await verifyCache(cache, { repair: options.repair === true });
     for (const item of report.damaged) out(`damaged ${item.digest}: ${item.reason}${options.repair ? ' (removed)' : ''}`);
@@ -98,20 +99,23 @@ export async function verifyCommand(config: Config, options: { repair?: boolean 
     return report.damaged.length > 0 && !options.repair ? 1 : 0;
   } finally {
     cache.close();
+    database.close();
+    await store.close();
   }
 }
 
 export async function jobsCommand(config: Config, options: { limit?: string }): Promise<number> {
-  const cache = await Cache.open({ dir: config.cache.dir, accessFlushIntervalMs: config.cache.accessFlushInterval, owner: false });
+  await mkdir(config.cache.dir, { recursive: true });
+  const database = new CacheDatabase(join(config.cache.dir, 'index.db'));
   try {
-    const runs = cache.jobs.list(Number(options.limit ?? 20));
+    const runs = database.jobs.list(Number(options.limit ?? 20));
     out(['ID', 'JOB', 'TRIGGER', 'STARTED', 'STATUS', 'IMAGES', 'FETCHED', 'CACHED', 'BYTES', 'ERRORS'].join('\t'));
     for (const r of runs) {
       out([r.id, r.job, r.trigger, formatTime(r.startedAt), r.status, r.images, r.blobsFetched, r.blobsSkipped, formatBytes(r.bytes), r.errors.length].join('\t'));
     }
     return 0;
   } finally {
-    cache.close();
+    database.close();
   }
 }
 

@@ -166,6 +166,34 @@ const baseSchema = z.strictObject({
         }),
     })
     .prefault({}),
+  /** Where the bytes of blobs and manifests live; the SQLite index stays in cache.dir either way. */
+  storage: z
+    .strictObject({
+      driver: z.enum(['filesystem', 's3']).default('filesystem'),
+      s3: z
+        .strictObject({
+          bucket: z.string().default('stevedore'),
+          /** Empty: AWS; else the gateway, such as http://rgw.internal:7480. */
+          endpoint: z.union([z.literal(''), z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })]).default(''),
+          /** Empty: $AWS_REGION, else us-east-1. */
+          region: z.string().default(''),
+          forcePathStyle: z.boolean().default(false),
+          /** Empty: the SDK's chain ($AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY, profiles, instance roles). */
+          accessKeyId: z.string().default(''),
+          secretAccessKey: z.string().default(''),
+          prefix: z.string().regex(/^(?:[A-Za-z0-9._-]+\/)*$/, 'empty, or path segments each ending in /, such as mirrors/eu/').default(''),
+          partSize: size('16MiB').refine((n) => n >= 5 * 1024 * 1024 && n <= 5 * 1024 ** 3, { message: 'between 5MiB and 5GiB (S3 part limits)' }),
+          /** Answer blob GETs with a 307 to a presigned URL of the object. */
+          redirect: z.boolean().default(false),
+          redirectExpiry: duration('20m'),
+          /** Where clients reach the gateway, for presigned URLs (split DNS); empty: endpoint. */
+          publicEndpoint: z.union([z.literal(''), z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })]).default(''),
+          /** Every call to the gateway: until its answer, and the longest silence of a body. */
+          requestTimeout: duration('30s'),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
   warmup: z.array(warmupJobSchema).default([]),
   admin: z
     .strictObject({
@@ -266,6 +294,15 @@ export type Config = z.output<typeof configSchema>;
 
 /** Rules across keys, each naming the key it is about. */
 function crossChecks(config: z.output<typeof baseSchema>, ctx: z.RefinementCtx): void {
+  if (config.storage.driver === 's3' && (config.storage.s3.accessKeyId === '') !== (config.storage.s3.secretAccessKey === '')) {
+    ctx.addIssue({ code: 'custom', path: ['storage', 's3', 'secretAccessKey'], message: 'set both accessKeyId and secretAccessKey, or neither (the SDK then finds credentials itself)' });
+  }
+  if (config.storage.s3.redirect && config.storage.driver !== 's3') {
+    ctx.addIssue({ code: 'custom', path: ['storage', 's3', 'redirect'], message: 'redirects need storage.driver: s3' });
+  }
+  if (config.storage.driver === 's3' && config.offload.header !== '') {
+    ctx.addIssue({ code: 'custom', path: ['offload', 'header'], message: 'offload sends local files; with storage.driver: s3 use storage.s3.redirect' });
+  }
   if (config.metrics.auth === 'client' && config.auth.htpasswd === '') {
     ctx.addIssue({ code: 'custom', path: ['metrics', 'auth'], message: '"client" needs auth.htpasswd: there are no users to check' });
   }

@@ -11,14 +11,12 @@ import type { AdminHosts } from './admin-hosts.js';
 
 /** What the admin API works with. */
 export interface AdminDeps {
-  /** The cache's history, statistics and catalog (structural: http does not depend on cache/). */
-  cache: {
-    jobs: { list(limit: number): unknown[] };
-    stats: { totals(): StatsCounts; since(minute: number): (StatsCounts & { minute: number })[] };
-    catalog: { list(limit: number): unknown[] };
-    bytes: number;
-    blobs: number;
-  };
+  /** The cache's size (structural: http does not depend on cache/). */
+  cache: { bytes: number; blobs: number };
+  /** Warm-up runs, per-minute statistics and cached images, kept beside the index. */
+  jobs: { list(limit: number): unknown[] };
+  stats: { totals(): StatsCounts; since(minute: number): (StatsCounts & { minute: number })[] };
+  catalog: { list(limit: number): unknown[] };
   mirror: Pick<Mirror, 'upstreams'>;
   metrics: Metrics;
   warmups: WarmupRunner;
@@ -43,11 +41,11 @@ export function adminRoutes(core: AdminDeps, token: string, hosts: AdminHosts): 
   router.use(guard(token));
 
   router.get('/stats', (ctx) => {
-    const stored = core.cache.stats.totals();
+    const stored = core.stats.totals();
     const current = core.metrics.currentMinute();
     const totals = { ...stored };
     for (const key of Object.keys(totals) as (keyof typeof totals)[]) totals[key] += current.counts[key];
-    const series = core.cache.stats.since(Date.now() - DAY_MS);
+    const series = core.stats.since(Date.now() - DAY_MS);
     const last = series.at(-1);
     if (last?.minute === current.start) {
       for (const key of Object.keys(current.counts) as (keyof typeof current.counts)[]) last[key] += current.counts[key];
@@ -86,7 +84,7 @@ export function adminRoutes(core: AdminDeps, token: string, hosts: AdminHosts): 
 
   router.get('/images', (ctx) => {
     const limit = Math.min(1000, Math.max(1, Number(ctx.query.limit) || 100));
-    ctx.body = { images: core.cache.catalog.list(limit) };
+    ctx.body = { images: core.catalog.list(limit) };
   });
 
   router.post('/warm', async (ctx) => {
@@ -117,7 +115,7 @@ export function adminRoutes(core: AdminDeps, token: string, hosts: AdminHosts): 
   router.get('/jobs', (ctx) => {
     ctx.body = {
       configured: core.scheduled.map((j) => ({ ...j.config, nextRun: j.nextRun()?.toISOString() ?? null })),
-      runs: core.cache.jobs.list(100),
+      runs: core.jobs.list(100),
     };
   });
 

@@ -1,5 +1,4 @@
-import type { Cache } from '../cache/cache.js';
-import type { JobRun } from '../cache/job-history.js';
+import type { JobHistory, JobRun } from '../cache/job-history.js';
 import type { Logger } from '../log.js';
 import type { Mirror, Target } from '../mirror/mirror.js';
 import { imageBlobs, indexChildren, parseImageReference, platformMatches } from '../oci/manifest.js';
@@ -38,7 +37,7 @@ export class WarmupRunner {
 
   constructor(
     private readonly mirror: Mirror,
-    private readonly cache: Cache,
+    private readonly jobs: JobHistory,
     private readonly instanceId: string,
     private readonly log: Logger,
   ) {}
@@ -47,9 +46,9 @@ export class WarmupRunner {
   start(request: WarmupRequest): { id: number; done: Promise<WarmupProgress> } {
     const running = [...this.live.values()].find((p) => p.job === request.name && p.status === 'running');
     if (running) return { id: running.id, done: this.byJob.get(request.name)! };
-    const id = this.cache.jobs.start(request.name, request.trigger);
+    const id = this.jobs.start(request.name, request.trigger);
     const progress: WarmupProgress = {
-      ...this.cache.jobs.get(id)!,
+      ...this.jobs.get(id)!,
       blobsTotal: 0,
       bytesTotal: 0,
       bytesDone: 0,
@@ -65,7 +64,7 @@ export class WarmupRunner {
 
   /** A run's live progress, or its stored record once it is over. */
   progress(id: number): WarmupProgress | JobRun | undefined {
-    return this.live.get(id) ?? this.cache.jobs.get(id);
+    return this.live.get(id) ?? this.jobs.get(id);
   }
 
   async idle(): Promise<void> {
@@ -91,16 +90,16 @@ export class WarmupRunner {
         } catch (err) {
           progress.errors.push(`${image}: ${describe(err)}`);
         }
-        this.cache.jobs.update(progress);
+        this.jobs.update(progress);
       }
       if (progress.status === 'running') progress.status = progress.errors.length > 0 ? 'failed' : 'succeeded';
-      if (request.pin && progress.status === 'succeeded') this.cache.jobs.replacePins(request.name, pinned);
+      if (request.pin && progress.status === 'succeeded') this.jobs.replacePins(request.name, pinned);
     } catch (err) {
       progress.status = 'failed';
       progress.errors.push(describe(err));
     }
     progress.finishedAt = Date.now();
-    this.cache.jobs.update(progress);
+    this.jobs.update(progress);
     this.log.info(
       { job: request.name, status: progress.status, images: progress.images, blobsFetched: progress.blobsFetched, blobsSkipped: progress.blobsSkipped, bytes: progress.bytes, ms: progress.finishedAt - progress.startedAt, errors: progress.errors.length },
       'warm-up finished',

@@ -1,6 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
-import { NotCachedError, type BlobFill } from '../cache/blob-fill.js';
+import { DigestMismatchError, NotCachedError, SizeMismatchError, type BlobFill, type FillHandle } from '../cache/blob-fill.js';
+import { StoreFullError, StoreUnavailableError } from '../storage/blob-store.js';
 import { isDiskFull, type Cache } from '../cache/cache.js';
 import type { Digest } from '../oci/digest.js';
 import { tooManyRequests } from '../oci/errors.js';
@@ -25,6 +26,13 @@ export interface FillSnapshot {
   size: number | undefined;
   /** Requests that joined it and have not gone away. */
   joined: number;
+}
+
+/** What fills report as they go (for metrics). */
+export interface FillEvents {
+  upstreamBytes(registry: string, bytes: number): void;
+  /** A blob went to its clients uncached: the store was full or out of reach. */
+  uncached(registry: string, reason: 'store full' | 'store unavailable'): void;
 }
 
 export interface FillLimits {
@@ -108,13 +116,14 @@ export class BlobFills {
   constructor(
     private readonly cache: Cache,
     private readonly log: Logger,
-    private readonly events: { upstreamBytes(registry: string, bytes: number): void },
+    private readonly events: FillEvents,
     private readonly limits: FillLimits,
     /** Makes room for `bytes` on a full cache disk (an eviction sweep); never throws. */
     private readonly makeRoom: (bytes: number) => Promise<void>,
   ) {}
 
-  current(digest: Digest): Promise<BlobFill> | undefined {
+  /** The fill of `digest` under way, if any, as its readers see it. */
+  current(digest: Digest): Promise<FillHandle> | undefined {
     return this.active.get(digest.value)?.fill;
   }
 
@@ -129,7 +138,7 @@ export class BlobFills {
       registry: entry.registry,
       repo: entry.repo,
       state: entry.started?.state ?? 'queued',
-      bytes: entry.started?.written ?? 0,
+      bytes: entry.started?.bytesReceived ?? 0,
       size: entry.started?.size,
       joined: entry.interest.waiting,
     }));
@@ -141,7 +150,7 @@ export class BlobFills {
    * an aborted body and their temp files are removed, so nothing partial stays.
    */
   async drain(timeoutMs: number, options: { discardLate?: boolean } = {}): Promise<void> {
-    const running = [...this.active.values()].map((a) => a.fill.then((fill) => fill.settled()));
+    const running = [...this.active.values()].map((a) => a.fill.then((fill) => fill.done));
     if (running.length === 0) return;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((resolve) => {
@@ -153,7 +162,7 @@ export class BlobFills {
     const late = await Promise.allSettled([...this.active.values()].map((a) => a.fill));
     for (const result of late) {
       if (result.status !== 'fulfilled') continue;
-      this.log.warn({ digest: result.value.digest.value, bytes: result.value.written }, 'shutting down: discarding an unfinished blob fill');
+      this.log.warn({ digest: result.value.digest, bytes: result.value.bytesReceived }, 'shutting down: discarding an unfinished blob fill');
       await result.value.fail(new Error('the mirror is shutting down'));
     }
   }
@@ -163,7 +172,7 @@ export class BlobFills {
    * fill counts against its requester's per-client limit (429 beyond it);
    * joining one costs nothing upstream and is never limited.
    */
-  join(digest: Digest, source: Target, requester?: Requester): { fill: Promise<BlobFill>; shared: boolean; sameSource: boolean } {
+  join(digest: Digest, source: Target, requester?: Requester): { fill: Promise<FillHandle>; shared: boolean; sameSource: boolean } {
     const existing = this.active.get(digest.value);
     if (existing) {
       existing.interest.add(requester?.signal);
@@ -204,18 +213,24 @@ export class BlobFills {
     let upstream: BlobStream;
     try {
       upstream = await source.upstream.openBlob(source.repo, digest.value, { via: source.via });
+      const fields = { digest: digest.value, upstream: source.registry, repo: source.repo, store: this.cache.store.kind };
       try {
-        fill = await this.cache.beginFill(digest, upstream.size);
+        fill = await this.cache.beginFill(digest, {
+          expectedSize: upstream.size,
+          makeRoom: async (bytes) => {
+            this.log.error({ ...fields, bytes }, 'cache disk is full; evicting to make room');
+            await this.makeRoom(bytes);
+          },
+          onUncached: (err) => {
+            this.events.uncached(source.registry, err instanceof StoreFullError ? 'store full' : 'store unavailable');
+            if (err instanceof StoreFullError) this.log.error({ ...fields, bytes: fill.bytesReceived }, 'cache disk is still full: streaming this blob to its clients without caching it');
+            else this.log.error({ ...fields, bytes: fill.bytesReceived, err: err.message }, 'the cache store cannot take this blob: streaming it to its clients without caching it');
+          },
+        });
       } catch (err) {
         discard(upstream.body);
         throw err;
       }
-      const fields = { digest: digest.value, upstream: source.registry, repo: source.repo };
-      fill.onDiskFull = async (bytes) => {
-        this.log.error({ ...fields, bytes }, 'cache disk is full; evicting to make room');
-        await this.makeRoom(bytes);
-      };
-      fill.once('spill', () => this.log.error({ ...fields, bytes: fill.diskBytes }, 'cache disk is still full: streaming this blob to its clients without caching it'));
     } catch (err) {
       release();
       throw err;
@@ -232,18 +247,18 @@ export class BlobFills {
   /** Streams the upstream body into the fill, resuming elsewhere on a broken body, then commits. */
   private async drive(fill: BlobFill, first: BlobStream, source: Target): Promise<void> {
     const started = Date.now();
-    const digest = fill.digest.value;
+    const digest = fill.digest;
     const broken = new Set<EndpointClient>();
     let stream = first;
     const maxResumes = source.upstream.endpoints.length + 1;
     const counted = { bytes: 0 };
     const count = (): void => {
       try {
-        this.events.upstreamBytes(source.registry, fill.written - counted.bytes);
+        this.events.upstreamBytes(source.registry, fill.bytesReceived - counted.bytes);
       } catch {
         // metrics must never fail a fill
       }
-      counted.bytes = fill.written;
+      counted.bytes = fill.bytesReceived;
     };
     try {
       for (let resumes = 0; ; resumes++) {
@@ -255,28 +270,31 @@ export class BlobFills {
         }
         await fill.idle();
         count();
-        const short = fill.expectedSize !== undefined && fill.written < fill.expectedSize;
+        const short = fill.expectedSize !== undefined && fill.bytesReceived < fill.expectedSize;
         if (failure === undefined && !short) break;
-        if (fill.state !== 'filling' || resumes >= maxResumes || (failure !== undefined && !isStreamBreak(failure))) {
-          throw failure ?? new Error(`upstream body ended at ${fill.written} of ${fill.expectedSize} bytes`);
+        const receiving = fill.state === 'filling' || fill.state === 'streaming';
+        if (!receiving || resumes >= maxResumes || (failure !== undefined && !isStreamBreak(failure))) {
+          throw failure ?? new Error(`upstream body ended at ${fill.bytesReceived} of ${fill.expectedSize} bytes`);
         }
         const reason = failure !== undefined ? describe(failure) : 'body ended early';
-        stream.endpoint.state.failure(`blob ${digest} broke at ${fill.written} bytes: ${reason}`);
+        stream.endpoint.state.failure(`blob ${digest} broke at ${fill.bytesReceived} bytes: ${reason}`);
         broken.add(stream.endpoint);
-        this.log.warn({ digest, upstream: source.registry, endpoint: stream.endpoint.displayUrl, bytes: fill.written, err: reason }, 'upstream blob stream broke; resuming with a Range request');
-        stream = await source.upstream.openBlob(source.repo, digest, { offset: fill.written, via: source.via, avoid: broken });
+        this.log.warn({ digest, upstream: source.registry, endpoint: stream.endpoint.displayUrl, bytes: fill.bytesReceived, err: reason }, 'upstream blob stream broke; resuming with a Range request');
+        stream = await source.upstream.openBlob(source.repo, digest, { offset: fill.bytesReceived, via: source.via, avoid: broken });
       }
       await this.cache.commitFill(fill, { upstream: source.registry, repo: source.repo });
-      this.log.info({ digest, upstream: source.registry, repo: source.repo, bytes: fill.written, ms: Date.now() - started, endpoint: stream.endpoint.displayUrl }, 'blob cached');
+      this.log.info({ digest, upstream: source.registry, repo: source.repo, bytes: fill.bytesReceived, ms: Date.now() - started, endpoint: stream.endpoint.displayUrl }, 'blob cached');
     } catch (err) {
       count();
       await fill.fail(err as Error);
-      const fields = { digest, upstream: source.registry, repo: source.repo, bytes: fill.written, err: describe(err), endpoint: stream.endpoint.displayUrl };
+      const fields = { digest, upstream: source.registry, repo: source.repo, bytes: fill.bytesReceived, err: describe(err), endpoint: stream.endpoint.displayUrl };
       if (err instanceof NotCachedError) {
-        this.log.error(fields, 'blob served but not cached: the cache disk is full');
+        this.log.error(fields, err.storeFull ? 'blob served but not cached: the cache disk is full' : 'blob served but not cached: the cache store is unavailable');
       } else if (isDiskFull(err)) {
         this.log.error(fields, 'cache disk is full: blob not cached');
-        void this.makeRoom(fill.expectedSize ?? fill.written);
+        void this.makeRoom(fill.expectedSize ?? fill.bytesReceived);
+      } else if (err instanceof StoreUnavailableError) {
+        this.log.error(fields, 'the cache store is unavailable: blob not cached');
       } else {
         this.log.warn(fields, 'blob fill failed; nothing cached');
       }
@@ -293,11 +311,10 @@ export class BlobFills {
   }
 }
 
-/** A network failure of the body (reset, premature close, timeout), as opposed to bad content. */
+/** A network failure of the body (reset, premature close, timeout), as opposed to bad content or a failing store. */
 function isStreamBreak(err: unknown): boolean {
-  const { name, code } = err as NodeJS.ErrnoException;
-  if (name === 'DigestMismatchError' || name === 'SizeMismatchError') return false;
-  return !['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EBADF'].includes(code ?? '');
+  if (err instanceof DigestMismatchError || err instanceof SizeMismatchError || err instanceof StoreFullError || err instanceof StoreUnavailableError) return false;
+  return !['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EBADF'].includes((err as NodeJS.ErrnoException).code ?? '');
 }
 
 /** Drops the first `count` bytes: an upstream that ignored our Range resent them. */

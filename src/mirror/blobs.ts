@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
-import { FillUnavailableError, type BlobFill } from '../cache/blob-fill.js';
-import type { ByteRange } from '../cache/blob-store.js';
+import { FillUnavailableError, type FillHandle } from '../cache/blob-fill.js';
+import type { ByteRange } from '../oci/byte-range.js';
 import { CacheMissError, type Cache } from '../cache/cache.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { unavailable } from '../oci/errors.js';
@@ -52,8 +52,8 @@ export class BlobService {
       if (size !== undefined) return { digest: digest.value, size, cache: 'pass', open: () => Promise.reject(new Error('HEAD has no body')) };
     }
     const { fill, shared } = await this.joinFill(target, digest, requester);
-    if (fill.state === 'failed') throw unavailable(`fetching ${digest.value} from upstream failed: ${fill.error?.message ?? 'unknown error'}`);
-    return { digest: digest.value, size: fill.size ?? fill.written, cache: shared ? 'coalesced' : 'miss', open: async (range) => this.readFill(target, fill, digest, range, requester) };
+    if (fill.failure) throw unavailable(`fetching ${digest.value} from upstream failed: ${fill.failure.message}`);
+    return { digest: digest.value, size: fill.size!, cache: shared ? 'coalesced' : 'miss', open: async (range) => this.readFill(fill, range) };
   }
 
   /** Makes sure a blob is cached, without reading it (warm-up); tells whether it had to be fetched. */
@@ -65,8 +65,8 @@ export class BlobService {
       return { fetched: false, size: record.size };
     }
     const { fill } = await this.joinFill(target, digest);
-    await fill.settled();
-    return { fetched: true, size: fill.written };
+    await fill.done;
+    return { fetched: true, size: fill.size! };
   }
 
   /** The cached file, or, if it turned out missing or damaged, a fresh fill from upstream. */
@@ -77,18 +77,18 @@ export class BlobService {
       if (!(err instanceof CacheMissError)) throw err;
       const { fill } = await this.joinFill(target, digest, requester);
       if (fill.size !== size) throw unavailable(`${digest.value} changed size upstream (${fill.size ?? 'unknown'} ≠ ${size})`);
-      return this.readFill(target, fill, digest, range, requester);
+      return this.readFill(fill, range);
     }
   }
 
-  private async joinFill(target: Target, digest: Digest, requester?: Requester, attempt = 0): Promise<{ fill: BlobFill; shared: boolean }> {
+  private async joinFill(target: Target, digest: Digest, requester?: Requester, attempt = 0): Promise<{ fill: FillHandle; shared: boolean }> {
     const { fill: pending, shared, sameSource } = this.fills.join(digest, target, requester);
     if (shared && !sameSource) {
       // Another repository's fill: no byte of it is ours until the upstream confirms the blob is in our repository too.
       pending.catch(() => undefined); // its own failure is handled below, once we are admitted
       await this.gate.admit(target, digest, 'blob');
     }
-    let fill: BlobFill;
+    let fill: FillHandle;
     try {
       fill = await pending;
     } catch (err) {
@@ -98,15 +98,14 @@ export class BlobService {
       return this.joinFill(target, digest, requester, attempt + 1);
     }
     // Without a Content-Length upstream, the size is known only at the end.
-    if (fill.size === undefined) await fill.settled();
+    if (fill.size === undefined) await fill.done.catch(() => undefined);
+    if (fill.size === undefined) throw unavailable(`fetching ${digest.value} from upstream failed: ${fill.failure?.message ?? 'its size never became known'}`);
     return { fill, shared };
   }
 
-  private readFill(target: Target, fill: BlobFill, digest: Digest, range?: ByteRange, requester?: Requester): Readable | Promise<Readable | Buffer> {
-    if (fill.state === 'committed') return this.openCached(target, digest, fill.written, range, requester);
-    if (fill.state === 'failed') throw unavailable(`fetching ${digest.value} from upstream failed: ${fill.error?.message ?? 'unknown error'}`);
+  private readFill(fill: FillHandle, range?: ByteRange): Readable {
     try {
-      return fill.createReader(range?.start, range?.end);
+      return fill.reader(range);
     } catch (err) {
       if (err instanceof FillUnavailableError) throw unavailable(err.message);
       throw err;

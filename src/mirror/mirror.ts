@@ -4,7 +4,7 @@ import { parseDigest } from '../oci/digest.js';
 import { manifestUnknown, nameUnknown } from '../oci/errors.js';
 import type { Logger } from '../log.js';
 import { header, type UpstreamRegistry } from '../upstream/upstream-registry.js';
-import { BlobFills, type FillLimits, type Requester } from './blob-fills.js';
+import { BlobFills, type FillEvents, type FillLimits, type Requester } from './blob-fills.js';
 import { BlobService, type BlobAnswer } from './blobs.js';
 import { ManifestService, type ManifestAnswer, type ManifestPolicy } from './manifests.js';
 import { RepositoryGate } from './repository-gate.js';
@@ -13,9 +13,7 @@ import type { Target, UpstreamResolver } from './resolve.js';
 export type { BlobAnswer, FillLimits, ManifestAnswer, Requester, Target };
 
 /** What the mirror reports as it works (for metrics). */
-export interface MirrorEvents {
-  upstreamBytes(registry: string, bytes: number): void;
-}
+export interface MirrorEvents extends FillEvents {}
 
 /** A clock in milliseconds since the epoch; tests pass their own to step through TTLs. */
 export interface Clock {
@@ -57,7 +55,7 @@ export class Mirror {
 
   constructor(parts: MirrorParts) {
     const { cache, resolver, policy, fillLimits, log } = parts;
-    const events = parts.events ?? { upstreamBytes: () => undefined };
+    const events = parts.events ?? { upstreamBytes: () => undefined, uncached: () => undefined };
     const clock = parts.clock ?? Date;
     this.cache = cache;
     this.resolver = resolver;

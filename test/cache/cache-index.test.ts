@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { CacheIndex } from '../../src/cache/cache-index.js';
+import { CacheDatabase } from '../../src/cache/database.js';
 import { migrate, SCHEMA_VERSION } from '../../src/cache/migrations.js';
 
 const digest = (c: string): string => `sha256:${c.repeat(64)}`;
@@ -13,7 +13,8 @@ test('index: migrations are versioned, and blobs, tags and refs round-trip', (t)
   const dir = mkdtempSync(join(tmpdir(), 'stevedore-index-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, 'index.db');
-  const index = new CacheIndex(path);
+  const database = new CacheDatabase(path);
+  const index = database.index;
   index.putBlob({ digest: digest('a'), size: 10, now: 1000 });
   index.putManifest({ digest: digest('b'), size: 20, mediaType: 'application/vnd.oci.image.manifest.v1+json', now: 2000, children: [digest('a'), digest('c')] });
   index.putTag({ upstream: 'docker.io', repo: 'library/x', tag: 'latest', acceptKey: 'k', digest: digest('b'), mediaType: 'application/vnd.oci.image.manifest.v1+json', fetchedAt: 3000 });
@@ -33,7 +34,7 @@ test('index: migrations are versioned, and blobs, tags and refs round-trip', (t)
 
   index.deleteBlob(digest('a'));
   assert.equal(index.getBlob(digest('a')), undefined);
-  index.close();
+  database.close();
 
   const raw = new Database(path);
   assert.equal(raw.pragma('user_version', { simple: true }), SCHEMA_VERSION);
@@ -45,7 +46,7 @@ test('index: migrations are versioned, and blobs, tags and refs round-trip', (t)
   assert.equal(migrate(raw), 0);
   assert.deepEqual(raw.prepare("SELECT type, name, sql FROM sqlite_master ORDER BY name").all(), schema);
   raw.close();
-  new CacheIndex(path).close();
+  new CacheDatabase(path).close();
 });
 
 test('an index from an older Stevedore is migrated in place, keeping its rows; one from a newer Stevedore is refused', (t) => {
@@ -60,14 +61,15 @@ test('an index from an older Stevedore is migrated in place, keeping its rows; o
   assert.throws(() => old.prepare('SELECT * FROM pins').all(), /no such table/);
   old.close();
 
-  const index = new CacheIndex(path);
+  const reopened = new CacheDatabase(path);
+  const index = reopened.index;
   assert.deepEqual(index.getBlob(digest('e')), { digest: digest('e'), size: 10, mediaType: null, createdAt: 1, lastAccess: 2, hits: 3 });
   assert.ok(index.isLinked('docker.io', 'library/old', digest('e')));
   assert.equal(index.isPinned(digest('e')), false, 'the pins table exists now');
-  index.close();
+  reopened.close();
   const raw = new Database(path);
   assert.equal(raw.pragma('user_version', { simple: true }), SCHEMA_VERSION);
   raw.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
   raw.close();
-  assert.throws(() => new CacheIndex(path), new RegExp(`schema version ${SCHEMA_VERSION + 1} is newer than this Stevedore \\(${SCHEMA_VERSION}\\); upgrade Stevedore`));
+  assert.throws(() => new CacheDatabase(path), new RegExp(`schema version ${SCHEMA_VERSION + 1} is newer than this Stevedore \\(${SCHEMA_VERSION}\\); upgrade Stevedore`));
 });

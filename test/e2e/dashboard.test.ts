@@ -255,7 +255,7 @@ browserTools.test('the dashboard in a real browser shows every figure the API gi
     await page.click('[data-testid="run-warmup-web"]');
     await page.waitForSelector('[data-testid="job-runs"] tr[data-job="web"]', { timeout: 15_000 });
     await mirror.stevedore.warmups.idle();
-    const runs = mirror.stevedore.cache.jobs.list(5);
+    const runs = mirror.stevedore.jobs.list(5);
     assert.ok(runs.some((r) => r.job === 'web' && r.trigger === 'api'), 'the click started a run');
     await freshPage(page);
     assert.deepEqual(await shownFigures(page), expectedFigures(await apiView()), 'after the warm-up too');

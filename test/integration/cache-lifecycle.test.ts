@@ -2,6 +2,7 @@
 // while a client reads, damaged files, warm-up runs and their cron schedule.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import Database from 'better-sqlite3';
 import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -116,7 +117,9 @@ test('a blob shared by two images is stored once and survives while either image
   const m = await mirrorWith({ upstreams: [{ registry: 'docker.io', url: hub.url }], cache: { gcGrace: '0s' } });
   const one = await make('share/one', 'unique-one');
   const two = await make('share/two', 'unique-two');
-  const rows = m.stevedore.cache.index.database.prepare('SELECT COUNT(*) AS n FROM blobs WHERE digest = ?').get(shared.digest) as { n: number };
+  const db = new Database(join(m.dir, 'index.db'), { readonly: true });
+  const rows = db.prepare('SELECT COUNT(*) AS n FROM blobs WHERE digest = ?').get(shared.digest) as { n: number };
+  db.close();
   assert.equal(rows.n, 1, 'stored once, counted by digest');
   await m.stevedore.cache.remove(parseDigest(one.manifest)); // image one leaves the cache
   await m.stevedore.sweeper.run();
@@ -236,7 +239,7 @@ test('warm-up caches one platform of a multi-arch image; a second run fetches no
   assert.equal(hub.stats().manifestGet, 0, 'no manifest GET');
   assert.equal(hub.stats().manifestHead, 1, 'the tag was revalidated with one HEAD');
   assert.equal(hub.stats().blobGet, 0);
-  const history = m.stevedore.cache.jobs.list(5).filter((r) => r.job === 'multi');
+  const history = m.stevedore.jobs.list(5).filter((r) => r.job === 'multi');
   assert.equal(history.length, 2);
   assert.ok(history.every((r) => r.status === 'succeeded' && r.finishedAt !== null && r.finishedAt >= r.startedAt));
 });
@@ -247,7 +250,7 @@ test('the cron schedule fires', async () => {
     upstreams: [{ registry: 'docker.io', url: hub.url }],
     warmup: [{ name: 'every-second', schedule: '* * * * * *', images: ['cron/img:v1'] }],
   });
-  await waitFor('a scheduled run to finish', () => m.stevedore.cache.jobs.list(10).some((r) => r.job === 'every-second' && r.trigger === 'schedule' && r.status === 'succeeded'), 10_000);
+  await waitFor('a scheduled run to finish', () => m.stevedore.jobs.list(10).some((r) => r.job === 'every-second' && r.trigger === 'schedule' && r.status === 'succeeded'), 10_000);
   const next = m.stevedore.scheduled[0]?.nextRun();
   assert.ok(next && next.getTime() - Date.now() <= 1100);
 });
