@@ -283,7 +283,7 @@ export async function startStevedore(config: Config, log: Logger, options: { clo
     const audit = config.auditLog ? createLogger('info', config.auditLog) : undefined;
     const auth = verifier ? { verifier, realm: config.auth.realm, access: config.auth.access } : undefined;
     const offload = config.offload.header ? config.offload : undefined;
-    const app = createApp({ core, log, adminToken: config.admin.token, adminHosts: config.admin.hosts, audit, auth, offload, metricsAuth: config.metrics.auth });
+    const app = createApp({ core, log, adminToken: config.admin.token, adminHosts: config.admin.hosts, audit, auth, offload, redirect: config.storage.driver === 's3' && config.storage.s3.redirect, metricsAuth: config.metrics.auth });
     servers.push(createServer(app, config.limits, guard, tls));
     if (tls && config.tls.plainListen) servers.push(createServer(app, config.limits, guard));
     await listen(servers[0]!, parseListen(config.listen));

@@ -24,18 +24,20 @@ export interface AppDeps {
   audit?: Logger;
   /** Blob hits sent by a front server, when configured. */
   offload?: Offload;
+  /** Blob GETs of verified objects answered with a 307 to a presigned URL of the store. */
+  redirect?: boolean;
   /** Client authentication on /v2, when configured. */
   auth?: { verifier: HtpasswdVerifier; realm: string; access: readonly AccessRule[] };
   /** Who may scrape /metrics: anyone, the admin API's callers, or users who may pull. */
   metricsAuth: 'none' | 'admin' | 'client';
 }
 
-export function createApp({ core, log, adminToken, adminHosts, audit, auth, offload, metricsAuth }: AppDeps): Koa {
+export function createApp({ core, log, adminToken, adminHosts, audit, auth, offload, redirect, metricsAuth }: AppDeps): Koa {
   const { mirror, instanceId, metrics } = core;
   const app = new Koa();
   app.silent = true; // errors are logged by our own middleware
   const rules = auth ? new AccessRules(auth.access) : undefined;
-  const v2 = v2Routes(mirror, instanceId, rules ? (user, target) => rules.check(user ?? '', target) : undefined, offload);
+  const v2 = v2Routes(mirror, instanceId, rules ? (user, target) => rules.check(user ?? '', target) : undefined, offload, redirect);
   const ops = new Router();
   ops.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok', fillsInProgress: mirror.fills.inProgress };

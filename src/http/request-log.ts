@@ -17,6 +17,8 @@ export interface RequestLogFields {
   user?: string;
   /** A front server sent the body (offload). */
   offloaded?: boolean;
+  /** The client was sent to a presigned URL of the store. */
+  redirected?: boolean;
 }
 
 /** Route labels come from a fixed set: a label per unknown path would let anyone grow /metrics. */
@@ -70,6 +72,7 @@ export function requestLog(log: Logger, metrics: Metrics, audit: Logger | undefi
           client: ctx.ip,
           user: fields.user,
           offloaded: fields.offloaded,
+          redirected: fields.redirected,
           aborted: !finished || undefined,
           error: fields.error,
         },

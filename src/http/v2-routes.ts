@@ -46,7 +46,7 @@ function acceptedManifests(header: string | string[] | undefined): string[] {
 }
 
 /** Translates the /v2 pull API between HTTP and the mirror; policy comes in through `authorize`. */
-export function v2Routes(mirror: Mirror, instanceId: string, authorize?: Authorize, offload?: Offload): Router {
+export function v2Routes(mirror: Mirror, instanceId: string, authorize?: Authorize, offload?: Offload, redirect?: boolean): Router {
   const router = new Router();
 
   router.use('/v2', async (ctx, next) => {
@@ -86,7 +86,7 @@ export function v2Routes(mirror: Mirror, instanceId: string, authorize?: Authori
       case 'manifests':
         return serveManifest(ctx, mirror, target, reference, head);
       case 'blobs':
-        return serveBlob(ctx, mirror, target, reference, head, offload);
+        return serveBlob(ctx, mirror, target, reference, head, offload, redirect);
       case 'tags':
         if (reference !== 'list') throw routeUnknown(ctx.path);
         return serveTags(ctx, mirror, target, rawName, head);
@@ -115,11 +115,22 @@ async function serveManifest(ctx: Context, mirror: Mirror, target: Target, refer
   });
 }
 
-async function serveBlob(ctx: Context, mirror: Mirror, target: Target, reference: string, head: boolean, offload?: Offload): Promise<void> {
+async function serveBlob(ctx: Context, mirror: Mirror, target: Target, reference: string, head: boolean, offload?: Offload, redirect?: boolean): Promise<void> {
   const log = ctx.state as RequestLogFields;
   log.digest = reference;
   const answer = await mirror.blob(target, reference, head, requesterOf(ctx));
   log.cache = answer.cache;
+  if (redirect && !head) {
+    // A presigned URL is signed for GET: only GETs of verified objects are sent there.
+    const location = await answer.presignedUrl?.();
+    if (location) {
+      log.redirected = true;
+      ctx.status = 307;
+      ctx.set({ Location: location, 'Docker-Content-Digest': answer.digest, 'Cache-Control': 'no-store' });
+      ctx.body = '';
+      return;
+    }
+  }
   const file = offload && !head && answer.size >= offload.minSize ? await answer.verifiedFile?.() : undefined;
   if (offload && file) {
     // The front server sends the file (and any Range of it); only verified bytes are handed over.

@@ -20,6 +20,8 @@ export interface BlobAnswer {
   open(range?: ByteRange): Promise<Readable | Buffer>;
   /** For a cache hit this process has verified and whose file is in place: its path below the cache directory, for a front server to send. */
   verifiedFile?: () => Promise<string | undefined>;
+  /** For a cache hit this process has verified, in a store that signs URLs: one the client may fetch it from directly. */
+  presignedUrl?: () => Promise<string | undefined>;
 }
 
 /** Blobs: served from the cache, or from the one fill in progress for the digest. */
@@ -32,7 +34,8 @@ export class BlobService {
 
   async get(target: Target, reference: string, head: boolean, requester?: Requester): Promise<BlobAnswer> {
     const digest = parseDigest(reference);
-    const record = this.cache.lookupBlob(digest);
+    // A store other instances write may hold what this index does not know yet.
+    const record = this.cache.lookupBlob(digest) ?? (this.fills.current(digest) ? undefined : await this.cache.adoptBlob(digest));
     if (record) {
       await this.gate.admit(target, digest, 'blob');
       if (head) this.cache.recordAccess(digest);
@@ -42,6 +45,7 @@ export class BlobService {
         cache: 'hit',
         open: (range) => this.openCached(target, digest, record.size, range, requester),
         verifiedFile: () => this.cache.verifiedFile(digest, record.size),
+        presignedUrl: () => this.cache.presignedUrl(digest),
       };
     }
     const running = this.fills.current(digest);
@@ -59,7 +63,7 @@ export class BlobService {
   /** Makes sure a blob is cached, without reading it (warm-up); tells whether it had to be fetched. */
   async prefetch(target: Target, reference: string): Promise<{ fetched: boolean; size: number }> {
     const digest = parseDigest(reference);
-    const record = this.cache.lookupBlob(digest);
+    const record = this.cache.lookupBlob(digest) ?? (this.fills.current(digest) ? undefined : await this.cache.adoptBlob(digest));
     if (record) {
       await this.gate.admit(target, digest, 'blob');
       return { fetched: false, size: record.size };

@@ -92,7 +92,7 @@ export class ManifestService {
   }
 
   private async byDigest(target: Target, digest: Digest, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
-    const cached = this.cachedManifest(digest.value);
+    const cached = this.cachedManifest(digest.value) ?? (await this.adoptManifest(digest));
     if (cached) {
       // Cached through another repository, perhaps: it must be this repository's too.
       await this.gate.admit(target, digest, 'manifest');
@@ -120,8 +120,44 @@ export class ManifestService {
         return this.answer(cached, accept, head, 'stale', target);
       }
       if (cached) return this.revalidate(target, tag, accept, head, row, cached);
+    } else if (this.cache.store.shared) {
+      const found = await this.resolveToStored(target, tag, accept);
+      if (found) return this.answer(found, accept, head, 'hit', target);
     }
     return this.fetchTag(target, tag, accept, head);
+  }
+
+  /**
+   * A tag this index does not know, over a store other instances write: a
+   * HEAD (free on Docker Hub) gives its digest, and the manifest may be in the
+   * store already, which then saves the GET. Undefined when it is not.
+   */
+  private async resolveToStored(target: Target, tag: string, accept: readonly string[]): Promise<Stored | undefined> {
+    let head;
+    try {
+      head = await target.upstream.headManifest(target.repo, tag, accept, target.via, AbortSignal.timeout(this.policy.revalidateTimeoutMs));
+    } catch {
+      return undefined; // the GET that follows says what is wrong
+    }
+    if (!head.digest) return undefined;
+    let digest: Digest;
+    try {
+      digest = parseDigest(head.digest);
+    } catch {
+      return undefined;
+    }
+    const stored = this.cachedManifest(digest.value) ?? (await this.adoptManifest(digest));
+    if (!stored || !isAccepted(stored.mediaType, accept)) return undefined;
+    // The repository's own upstream named this digest for the tag: it belongs here.
+    this.gate.record(target, digest);
+    this.cache.putTag({ upstream: target.registry, repo: target.repo, tag, acceptKey: accept.join(','), digest: stored.digest, mediaType: stored.mediaType, fetchedAt: this.clock.now() });
+    return stored;
+  }
+
+  /** A manifest in a store other instances write, though not in this index. */
+  private async adoptManifest(digest: Digest): Promise<Stored | undefined> {
+    const record = await this.cache.adoptManifest(digest, this.policy.maxManifestBytes);
+    return record?.mediaType ? { digest: record.digest, mediaType: record.mediaType, size: record.size } : undefined;
   }
 
   /** HEAD upstream; serve the cached manifest when unchanged, or stale when the upstream fails. */

@@ -69,6 +69,16 @@ export class S3Store implements BlobStore {
     this.client = makeClient(options, options.endpoint);
     this.signer = options.publicEndpoint ? makeClient(options, options.publicEndpoint) : this.client;
     this.journal = new UploadJournal(options.journalDir);
+    // Every multipart upload is noted the moment the gateway creates it, so a crash at any point leaves none behind.
+    this.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const result = await next(args);
+        const output = result.output as { Key?: string; UploadId?: string };
+        if (context.commandName === 'CreateMultipartUploadCommand' && output.Key && output.UploadId) this.journal.add(output.Key, output.UploadId);
+        return result;
+      },
+      { step: 'initialize', name: 'stevedoreUploadJournal' },
+    );
   }
 
   /** Checks that the bucket answers with these credentials; the error names the key to fix. */
@@ -236,7 +246,6 @@ class S3Write implements BlobWrite {
   private readonly upload: Upload;
   private readonly finished: Promise<unknown>;
   private failure: Error | undefined;
-  private noted: string | undefined;
   private ended = false;
 
   constructor(
@@ -257,18 +266,8 @@ class S3Write implements BlobWrite {
     for (const chunk of chunks) {
       if (this.failure) throw this.failure;
       if (!this.input.write(chunk)) await this.drained();
-      this.noteUpload();
     }
     if (this.failure) throw this.failure;
-  }
-
-  /** Notes the upload in the journal as soon as it has an id, so a crash leaves nothing behind. */
-  private noteUpload(): void {
-    const uploadId = this.upload.uploadId;
-    if (uploadId && !this.noted) {
-      this.noted = uploadId;
-      this.journal.add(this.key, uploadId);
-    }
   }
 
   private drained(): Promise<void> {
@@ -303,7 +302,7 @@ class S3Write implements BlobWrite {
     await this.upload.abort().catch(() => undefined);
     await this.finished.catch(() => undefined);
     // lib-storage aborts the multipart upload it created; make sure of it when it had an id.
-    const uploadId = this.upload.uploadId ?? this.noted;
+    const uploadId = this.upload.uploadId;
     if (uploadId) {
       await this.client
         .send(new AbortMultipartUploadCommand({ Bucket: this.options.bucket, Key: this.key, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(this.options.requestTimeoutMs) })
@@ -312,8 +311,10 @@ class S3Write implements BlobWrite {
     this.forget();
   }
 
+  /** The upload is over: completed or aborted, it is no longer the journal's. */
   private forget(): void {
-    if (this.noted) this.journal.remove(this.key, this.noted);
+    const uploadId = this.upload.uploadId;
+    if (uploadId) this.journal.remove(this.key, uploadId);
   }
 
   async close(): Promise<void> {
