@@ -14,6 +14,7 @@ import { FsStore } from '../../src/storage/fs-store.js';
 import { S3Store } from '../../src/storage/s3-store.js';
 import { rgwUnavailableReason, startRgw, type Rgw } from '../support/rgw.js';
 import { requirement } from '../support/requirements.js';
+import { waitForAsync } from '../support/wait.js';
 
 const MiB = 1024 * 1024;
 const work = mkdtempSync(join(tmpdir(), 'stevedore-store-contract-'));
@@ -28,15 +29,6 @@ after(async () => {
   await rgw?.stop();
   rmSync(work, { recursive: true, force: true });
 });
-
-/** Polls an async condition, bounded (a multipart upload starts in the background). */
-async function waitForAsync(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const digestOf = (bytes: Buffer): Digest => parseDigest(`sha256:${createHash('sha256').update(bytes).digest('hex')}`);
 

@@ -6,3 +6,12 @@ export async function waitFor(what: string, check: () => boolean, timeoutMs = 10
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** The same for a condition that must be asked for (a listing, a request), polled less often. */
+export async function waitForAsync(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
