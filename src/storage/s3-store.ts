@@ -272,6 +272,8 @@ class S3Write implements BlobWrite {
 
   private drained(): Promise<void> {
     return new Promise((resolve) => {
+      // A failed upload destroyed the input already: its 'close' has passed.
+      if (this.failure || this.input.destroyed) return resolve();
       const done = (): void => {
         this.input.off('drain', done);
         this.input.off('close', done);
