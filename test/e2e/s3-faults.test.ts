@@ -140,7 +140,7 @@ rgwTools.test('redirect mode: a verified blob GET answers 307 to a presigned URL
   assert.equal(readDirCopy(dest).manifestDigest, image.manifestDigest);
   const redirected = logLines(m).filter((l) => l.msg === 'request' && l.redirected === true).map((l) => l.digest);
   assert.ok(redirected.filter((d) => d === big.digest).length >= 2, 'skopeo was sent to the bucket for the big layer');
-  // Auth and rules come first: a denied name gets its 403, not a URL.
+  // Names come first: one the mirror does not serve gets its error, not a URL.
   const denied = await get(`${m.url}/v2/other.example/x/blobs/${big.digest}`);
   assert.equal(denied.status, 404);
 });

@@ -13,7 +13,7 @@ import { freePort, startRegistry, type RegistryHandle } from '../support/registr
 import { startHubDouble, type HubDouble } from '../support/hub-double.js';
 import { seedStandard, type StandardSeed } from '../support/seed-standard.js';
 import { pushBlob, pushImage } from '../support/seed.js';
-import { startMirrorProcess, type MirrorProcess, type MirrorOptions } from '../support/stevedore.js';
+import { runCli, startMirrorProcess, type MirrorProcess, type MirrorOptions } from '../support/stevedore.js';
 import { readDirCopy, skopeo } from '../support/skopeo.js';
 import { get, streamDigest } from '../support/http.js';
 import { rgwUnavailableReason, startRgw, type Rgw } from '../support/rgw.js';
@@ -198,6 +198,35 @@ rgwTools.test('an object tampered with in the bucket is never served as valid: f
   assert.equal(again.digest, blob.digest);
   assert.equal(hub.stats().blobGet, 1, 'fetched again from the upstream');
   await retire(fresh);
+});
+
+rgwTools.test('lifecycle on S3: the quota counts bucket bytes and eviction deletes objects; verify re-hashes objects and --repair removes a damaged one', async () => {
+  const prefix = 'lifecycle/';
+  const m = await mirrorOnS3({ s3: { prefix }, cache: { maxSize: '5MiB', lowWater: 0.5 } });
+  const blobs = [];
+  for (const n of [1, 2, 3]) {
+    const b = await pushBlob(registry.url, 'acme/quota', { size: 2 * MiB, seed: `s3-quota-${n}` });
+    assert.equal((await streamDigest(`${m.url}/v2/acme/quota/blobs/${b.digest}`)).digest, b.digest);
+    await waitFor('committed', () => m.logs().split('\n').some((l) => l.includes('"msg":"blob cached"') && l.includes(b.digest)));
+    blobs.push(b);
+  }
+  await waitFor('a quota sweep', () => m.logs().split('\n').some((l) => l.includes('"msg":"cache sweep removed blobs"') && l.includes('"quota"')));
+  const keys = await rgw.keys(BUCKET, prefix);
+  assert.ok(!keys.includes(`${prefix}${keyOf(blobs[0]!.digest)}`), 'the least recently used object was deleted from the bucket');
+  assert.ok(keys.includes(`${prefix}${keyOf(blobs[2]!.digest)}`), 'the newest stays');
+
+  const clean = await runCli(['verify', '--config', m.configFile]);
+  assert.equal(clean.code, 0, clean.stdout + clean.stderr);
+  assert.match(clean.stdout, /checked \d+ blobs .*: 0 damaged/);
+  const victim = blobs[2]!;
+  const stored = Buffer.from(await (await rgw.client.send(new GetObjectCommand({ Bucket: BUCKET, Key: `${prefix}${keyOf(victim.digest)}` }))).Body!.transformToByteArray());
+  stored[7] = stored[7]! ^ 0xff;
+  await rgw.client.send(new PutObjectCommand({ Bucket: BUCKET, Key: `${prefix}${keyOf(victim.digest)}`, Body: stored }));
+  const found = await runCli(['verify', '--repair', '--config', m.configFile]);
+  assert.match(found.stdout, new RegExp(`damaged ${victim.digest}`));
+  assert.match(found.stdout, /1 damaged, 1 removed/);
+  assert.ok(!(await rgw.keys(BUCKET, prefix)).includes(`${prefix}${keyOf(victim.digest)}`), 'removed from the bucket');
+  await retire(m);
 });
 
 rgwTools.test('bad settings stop the start with an error naming the key: a missing bucket, wrong keys, an unreachable gateway', async () => {
