@@ -44,6 +44,16 @@ export class CacheMissError extends Error {
   }
 }
 
+/** The store refused the write for lack of room (the fill failed over from the disk's own ENOSPC). */
+export function isStoreFull(err: unknown): boolean {
+  return err instanceof StoreFullError;
+}
+
+/** The store cannot be reached for now; what the cache holds is not lost. */
+export function isStoreUnavailable(err: unknown): boolean {
+  return err instanceof StoreUnavailableError;
+}
+
 /** The cache disk (or its index) is full: making room may help. */
 export function isDiskFull(err: unknown): boolean {
   if (err instanceof StoreFullError) return true;

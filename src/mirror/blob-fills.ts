@@ -1,8 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
 import { DigestMismatchError, NotCachedError, SizeMismatchError, type BlobFill, type FillHandle } from '../cache/blob-fill.js';
-import { StoreFullError, StoreUnavailableError } from '../storage/blob-store.js';
-import { isDiskFull, type Cache } from '../cache/cache.js';
+import { isDiskFull, isStoreFull, isStoreUnavailable, type Cache } from '../cache/cache.js';
 import type { Digest } from '../oci/digest.js';
 import { tooManyRequests } from '../oci/errors.js';
 import type { Logger } from '../log.js';
@@ -222,8 +221,8 @@ export class BlobFills {
             await this.makeRoom(bytes);
           },
           onUncached: (err) => {
-            this.events.uncached(source.registry, err instanceof StoreFullError ? 'store full' : 'store unavailable');
-            if (err instanceof StoreFullError) this.log.error({ ...fields, bytes: fill.bytesReceived }, 'cache disk is still full: streaming this blob to its clients without caching it');
+            this.events.uncached(source.registry, isStoreFull(err) ? 'store full' : 'store unavailable');
+            if (isStoreFull(err)) this.log.error({ ...fields, bytes: fill.bytesReceived }, 'cache disk is still full: streaming this blob to its clients without caching it');
             else this.log.error({ ...fields, bytes: fill.bytesReceived, err: err.message }, 'the cache store cannot take this blob: streaming it to its clients without caching it');
           },
         });
@@ -293,7 +292,7 @@ export class BlobFills {
       } else if (isDiskFull(err)) {
         this.log.error(fields, 'cache disk is full: blob not cached');
         void this.makeRoom(fill.expectedSize ?? fill.bytesReceived);
-      } else if (err instanceof StoreUnavailableError) {
+      } else if (isStoreUnavailable(err)) {
         this.log.error(fields, 'the cache store is unavailable: blob not cached');
       } else {
         this.log.warn(fields, 'blob fill failed; nothing cached');
@@ -313,7 +312,7 @@ export class BlobFills {
 
 /** A network failure of the body (reset, premature close, timeout), as opposed to bad content or a failing store. */
 function isStreamBreak(err: unknown): boolean {
-  if (err instanceof DigestMismatchError || err instanceof SizeMismatchError || err instanceof StoreFullError || err instanceof StoreUnavailableError) return false;
+  if (err instanceof DigestMismatchError || err instanceof SizeMismatchError || isStoreFull(err) || isStoreUnavailable(err)) return false;
   return !['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EBADF'].includes((err as NodeJS.ErrnoException).code ?? '');
 }
 
