@@ -121,28 +121,47 @@ for (const subject of subjects) {
       await store.delete(digest); // deleting what is gone is fine
     });
 
-    declare('a write is invisible until commit, and an abort leaves nothing', async (store) => {
-      const bytes = randomBytes(12 * MiB + 12345); // several parts
-      const digest = digestOf(bytes);
-      const write = await store.beginWrite(digest, bytes.length);
-      for (let at = 0; at < bytes.length; at += MiB) await write.write([bytes.subarray(at, Math.min(bytes.length, at + MiB))]);
-      assert.equal(await store.stat(digest), undefined, 'not visible before commit');
-      if (write.readBack) assert.ok((await write.readBack(5, 100)).equals(bytes.subarray(5, 105)), 'read back before commit');
-      await write.commit();
-      assert.deepEqual(await store.stat(digest), { size: bytes.length });
-      assert.ok((await drain((await store.open(digest)).body)).equals(bytes));
-      if (write.readBack) assert.ok((await write.readBack(bytes.length - 10, 10)).equals(bytes.subarray(-10)), 'read back after commit too');
-      await write.close();
+    // Sizes around the S3 store's 5 MiB parts; with the size announced, parts stream as bytes arrive, without it they are gathered.
+    const writes = [
+      { bytes: 12 * MiB + 12345, announced: true },
+      { bytes: 12 * MiB + 12345, announced: false },
+      { bytes: 10 * MiB, announced: true },
+      { bytes: 10 * MiB, announced: false },
+      { bytes: 5 * MiB, announced: true },
+      { bytes: 1000, announced: false },
+      { bytes: 0, announced: true },
+    ];
+    declare('a write is invisible until commit, then whole, at every size, announced or not', async (store) => {
+      for (const { bytes: size, announced } of writes) {
+        const what = `${size} bytes, ${announced ? 'announced' : 'size unknown'}`;
+        const bytes = randomBytes(size);
+        const digest = digestOf(bytes);
+        const write = await store.beginWrite(digest, announced ? size : undefined);
+        // Uneven chunks, so parts begin and end inside them.
+        for (let at = 0, step = 700_001; at < bytes.length; at += step) await write.write([bytes.subarray(at, Math.min(bytes.length, at + step))]);
+        assert.equal(await store.stat(digest), undefined, `${what}: not visible before commit`);
+        if (write.readBack && size > 105) assert.ok((await write.readBack(5, 100)).equals(bytes.subarray(5, 105)), 'read back before commit');
+        await write.commit();
+        assert.deepEqual(await store.stat(digest), { size }, what);
+        assert.ok((await drain((await store.open(digest)).body)).equals(bytes), what);
+        if (write.readBack && size > 10) assert.ok((await write.readBack(bytes.length - 10, 10)).equals(bytes.subarray(-10)), 'read back after commit too');
+        await write.close();
+      }
+      assert.equal(await subject.leftovers(), 0, 'no upload left open');
+    });
 
-      const other = randomBytes(7 * MiB);
-      const otherDigest = digestOf(other);
-      const aborted = await store.beginWrite(otherDigest, other.length);
-      await aborted.write([other]);
-      await aborted.abort();
-      await aborted.abort(); // idempotent
-      await aborted.close();
-      assert.equal(await store.stat(otherDigest), undefined);
-      assert.equal(await subject.leftovers(), 0, 'nothing of the aborted write remains');
+    declare('an abort leaves nothing: after the last byte, or in the middle of a part', async (store) => {
+      for (const cut of [7 * MiB, 3 * MiB + 17]) {
+        const other = randomBytes(7 * MiB);
+        const otherDigest = digestOf(other);
+        const aborted = await store.beginWrite(otherDigest, other.length);
+        await aborted.write([other.subarray(0, cut)]);
+        await aborted.abort();
+        await aborted.abort(); // idempotent
+        await aborted.close();
+        assert.equal(await store.stat(otherDigest), undefined);
+        assert.equal(await subject.leftovers(), 0, `nothing of the write aborted at ${cut} remains`);
+      }
     });
 
     declare('list names the objects under their keys; what a crash left is swept', async (store) => {
