@@ -13,6 +13,8 @@ import { bigBlob, MediaTypes, pushBlob, pushImage, pushIndex, putManifest } from
 import type { MirrorProcess } from '../../test/support/stevedore.js';
 import { startNginxFront, type NginxFront } from '../../test/support/nginx-front.js';
 import { peakRss, startHubProcess, startNginx, startPeer, startStevedore, type HubProcess, type Nginx } from './servers.js';
+import { rgwUnavailableReason } from '../../test/support/rgw.js';
+import { s3Rows } from './s3.js';
 import { better, cleanupScratch, delta, gibps, hotLoad, mib, parallelGets, secs, skopeoPull, type Row } from './scenarios.js';
 
 const GiB = 1024 ** 3;
@@ -66,6 +68,8 @@ async function main(): Promise<void> {
   };
   try {
     const { bigDigest, smallDigest } = await seed(origin, nginxRoot);
+    let coldFsMs = 0;
+    let fanInFsPeak = 0;
     hub = await startHubProcess(origin.url, `${USER}:${PASSWORD}`);
     nginx = await startNginx(nginxRoot);
     const host = (url: string): string => url.replace('http://', '');
@@ -85,6 +89,7 @@ async function main(): Promise<void> {
       const viaUs = await peakRss(pids(), () => delta(hub!, () => skopeoPull(host(servers.stevedore.url), ref)));
       const p = viaPeer.value;
       const s = viaUs.value;
+      if (ref === 'library/app60:v1') coldFsMs = s.ms;
       rows.push({ scenario: `cold pull, ${label}`, metric: 'wall time (s)', peer: secs(p.ms), stevedore: secs(s.ms), ratio: better(p.ms, s.ms), reference: `direct ${secs(direct.ms)} s; Stevedore ${(s.ms / direct.ms).toFixed(2)}× direct` });
       rows.push({ scenario: `cold pull, ${label}`, metric: 'upstream blob GETs', peer: p.counts.blobGet, stevedore: s.counts.blobGet, ratio: better(p.counts.blobGet, s.counts.blobGet), reference: `direct ${direct.counts.blobGet}` });
       rows.push({ scenario: `cold pull, ${label}`, metric: 'upstream MiB', peer: mib(p.counts.bytesServed), stevedore: mib(s.counts.bytesServed), ratio: better(p.counts.bytesServed, s.counts.bytesServed), reference: `image ≈ ${mib(bytes)} MiB` });
@@ -127,6 +132,7 @@ async function main(): Promise<void> {
       rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'wall time (s)', peer: secs(p.value.ms), stevedore: secs(s.value.ms), ratio: better(p.value.ms, s.value.ms) });
       rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'upstream GETs of the layer', peer: p.value.counts.blobGet, stevedore: s.value.counts.blobGet, ratio: better(p.value.counts.blobGet, s.value.counts.blobGet) });
       rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'upstream MiB', peer: mib(p.value.counts.bytesServed), stevedore: mib(s.value.counts.bytesServed), ratio: better(p.value.counts.bytesServed, s.value.counts.bytesServed) });
+      if (n === 32) fanInFsPeak = s.peaks.stevedore!;
       rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'peak RSS (MiB)', peer: p.peaks.peer!, stevedore: s.peaks.stevedore!, ratio: better(p.peaks.peer!, s.peaks.stevedore!) });
     }
 
@@ -160,6 +166,13 @@ async function main(): Promise<void> {
       rows.push({ scenario, metric: 'GiB/s, Stevedore behind nginx (offload)', peer: gibps(BIG * n, best.peer), stevedore: gibps(BIG * n, best.offload), ratio: better(best.peer, best.offload), reference: `nginx ${gibps(BIG * n, best.nginx)} GiB/s` });
       rows.push({ scenario, metric: 'peak RSS (MiB)', peer: peaks.peer, stevedore: peaks.stevedore, ratio: better(peaks.peer, peaks.stevedore) });
     }
+
+    // 6. The cache in an S3 bucket (Ceph RGW), beside distribution on its own S3 driver.
+    await stevedore?.stop();
+    await peer?.stop();
+    const unavailable = await rgwUnavailableReason();
+    if (unavailable) log(`S3 rows NOT RUN: ${unavailable}`);
+    else rows.push(...(await s3Rows({ hub, user: USER, password: PASSWORD, bigDigest, bigBytes: BIG, coldFsMs, fanInFsPeak, log })));
   } finally {
     await front?.stop();
     await offloading?.stop();

@@ -15,8 +15,19 @@ export interface RegistryProxyOptions {
   password?: string;
 }
 
+/** distribution's own S3 driver instead of the filesystem (for the benchmark's peer). */
+export interface RegistryS3Options {
+  endpoint: string;
+  bucket: string;
+  accessKey: string;
+  secretKey: string;
+  region: string;
+  rootDirectory?: string;
+}
+
 export interface StartRegistryOptions {
   proxy?: RegistryProxyOptions;
+  s3?: RegistryS3Options;
   /** Binary to run; defaults to $STEVEDORE_REGISTRY_BIN or `docker-registry` on PATH. */
   binary?: string;
   /** How long to wait for `GET /v2/` to answer 200. */
@@ -57,7 +68,10 @@ export async function freePort(): Promise<number> {
 // YAML double-quoted scalar; JSON string syntax is a subset of it.
 const q = (s: string): string => JSON.stringify(s);
 
-function configYaml(dataDir: string, port: number, proxy?: RegistryProxyOptions): string {
+function configYaml(dataDir: string, port: number, proxy?: RegistryProxyOptions, s3?: RegistryS3Options): string {
+  const storage = s3
+    ? ['  s3:', `    accesskey: ${q(s3.accessKey)}`, `    secretkey: ${q(s3.secretKey)}`, `    region: ${q(s3.region)}`, `    regionendpoint: ${q(s3.endpoint)}`, `    bucket: ${q(s3.bucket)}`, '    secure: false', '    v4auth: true', `    rootdirectory: ${q(s3.rootDirectory ?? '/peer')}`]
+    : ['  filesystem:', `    rootdirectory: ${q(dataDir)}`];
   const lines = [
     'version: 0.1',
     'log:',
@@ -65,8 +79,7 @@ function configYaml(dataDir: string, port: number, proxy?: RegistryProxyOptions)
     '  accesslog:',
     '    disabled: false',
     'storage:',
-    '  filesystem:',
-    `    rootdirectory: ${q(dataDir)}`,
+    ...storage,
     '  delete:',
     '    enabled: true',
     '  maintenance:',
@@ -147,9 +160,11 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Re
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
-    await writeFile(configFile, configYaml(dataDir, port, opts.proxy));
+    await writeFile(configFile, configYaml(dataDir, port, opts.proxy, opts.s3));
     const log = createWriteStream(logFile, { flags: 'a' });
-    const child = spawn(binary, ['serve', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Go's AWS SDK panics at start on a CA-bundle variable it cannot load; a plain-HTTP gateway needs none.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'AWS_CA_BUNDLE'));
+    const child = spawn(binary, ['serve', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env });
     // Access log goes to stdout, app log to stderr: keep both for debugging.
     child.stdout?.pipe(log, { end: false });
     child.stderr?.pipe(log, { end: false });
