@@ -195,6 +195,21 @@ const baseSchema = z.strictObject({
     })
     .prefault({}),
   warmup: z.array(warmupJobSchema).default([]),
+  /** Several replicas on one bucket and one Redis; off unless `redis` is set. */
+  cluster: z
+    .strictObject({
+      /** redis://[user:password@]host:port/db or rediss:// (TLS); empty: no cluster. */
+      redis: z.union([z.literal(''), z.url({ protocol: /^rediss?$/, error: 'expected a redis:// or rediss:// URL' })]).default(''),
+      /** Overrides the password of the redis URL (for a mounted secret: STEVEDORE_CLUSTER_REDISPASSWORD_FILE). */
+      redisPassword: z.string().default(''),
+      /** How the other replicas reach this one, such as http://10.0.0.5:5000. */
+      advertise: z.union([z.literal(''), z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })]).default(''),
+      /** Shared secret of replica-to-replica requests. */
+      secret: z.string().default(''),
+      /** How long a fill's lease outlives a replica that stopped renewing it (died): then another takes over. */
+      leaseTtl: duration('10s').refine((ms) => ms >= 1000 && ms <= 600_000, { message: 'between 1s and 10m' }),
+    })
+    .prefault({}),
   admin: z
     .strictObject({
       /** Bearer token for /api/; without one, only loopback clients may use it. */
@@ -302,6 +317,11 @@ function crossChecks(config: z.output<typeof baseSchema>, ctx: z.RefinementCtx):
   }
   if (config.storage.driver === 's3' && config.offload.header !== '') {
     ctx.addIssue({ code: 'custom', path: ['offload', 'header'], message: 'offload sends local files; with storage.driver: s3 use storage.s3.redirect' });
+  }
+  if (config.cluster.redis !== '') {
+    if (config.storage.driver !== 's3') ctx.addIssue({ code: 'custom', path: ['cluster', 'redis'], message: 'a cluster shares one bucket: it needs storage.driver: s3' });
+    if (config.cluster.advertise === '') ctx.addIssue({ code: 'custom', path: ['cluster', 'advertise'], message: 'set how the other replicas reach this one, such as http://10.0.0.5:5000' });
+    if (config.cluster.secret.length < 16) ctx.addIssue({ code: 'custom', path: ['cluster', 'secret'], message: 'set a shared secret of at least 16 characters for replica-to-replica requests' });
   }
   if (config.metrics.auth === 'client' && config.auth.htpasswd === '') {
     ctx.addIssue({ code: 'custom', path: ['metrics', 'auth'], message: '"client" needs auth.htpasswd: there are no users to check' });
