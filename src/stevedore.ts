@@ -3,6 +3,11 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { Cache } from './cache/cache.js';
+import type { Cluster } from './cluster/cluster.js';
+import { PeerClient } from './cluster/peer-client.js';
+import { RedisCluster } from './cluster/redis-cluster.js';
+import { SingleReplica } from './cluster/single-replica.js';
+import { FsStore } from './storage/fs-store.js';
 import { announceServer, claimCacheDir } from './cache/server-lock.js';
 import { chmod, mkdir } from 'node:fs/promises';
 import type { Catalog } from './cache/catalog.js';
@@ -26,6 +31,7 @@ import { Metrics } from './metrics/metrics.js';
 import { Mirror, type Clock } from './mirror/mirror.js';
 import { UpstreamResolver, type UpstreamEntry } from './mirror/resolve.js';
 import { EndpointClient } from './upstream/endpoint-client.js';
+import type { SharedBudget } from './upstream/endpoint-state.js';
 import { TokenCache } from './upstream/token-cache.js';
 import { UpstreamRegistry } from './upstream/upstream-registry.js';
 
@@ -48,6 +54,8 @@ export interface Core {
   sweeper: CacheSweeper;
   probes: { runOnce(): Promise<void> };
   scheduled: ScheduledJob[];
+  /** The replicas sharing the bucket; this one alone without Redis. */
+  cluster: Cluster;
   /** Stops background work, lets fills land (up to `fillGraceMs`, then discards them) and closes the index. */
   close(options?: { fillGraceMs?: number }): Promise<void>;
 }
@@ -66,7 +74,7 @@ export interface Stevedore extends Core {
   reload(): void;
 }
 
-function buildUpstreams(config: Config, tokens: TokenCache, log: Logger, metrics: Metrics): UpstreamEntry[] {
+function buildUpstreams(config: Config, tokens: TokenCache, log: Logger, metrics: Metrics, cluster: Cluster): UpstreamEntry[] {
   const observe = (r: { endpoint: string; method: string; status: number; ms: number }): void => metrics.recordUpstreamRequest(r.endpoint, r.method, r.status, r.ms / 1000);
   const breaker = { failureThreshold: config.health.failureThreshold, openMinMs: config.health.openMin, openMaxMs: config.health.openMax };
   return config.upstreams.map((u) => ({
@@ -89,11 +97,44 @@ function buildUpstreams(config: Config, tokens: TokenCache, log: Logger, metrics
             redirectAllow: u.redirectAllow,
             log,
             observe,
+            sharedBudget: cluster.mode === 'single' ? undefined : (endpoint, credential) => sharedBudget(cluster, `${endpoint}|${credential}`),
           }),
       ),
       { tagTtlMs: u.tagTtl, maxConcurrentFetches: u.maxConcurrentFetches, maxQueuedFetches: u.maxQueuedFetches },
     ),
   }));
+}
+
+/** One endpoint's pull budget as the cluster shares it. */
+function sharedBudget(cluster: Cluster, key: string): SharedBudget {
+  return {
+    publish: (rate, windowMs) => cluster.publishRateLimit(key, rate, windowMs),
+    read: () => cluster.rateLimit(key),
+  };
+}
+
+/** Joins the replicas on Redis when configured (never failing: without Redis it serves alone until Redis answers). */
+async function joinCluster(config: Config, instanceId: string, log: Logger, metrics: Metrics, serving: boolean): Promise<{ cluster: Cluster; peers?: PeerClient }> {
+  const { redis, advertise, secret, leaseTtl, redisPassword } = config.cluster;
+  if (!redis || !serving) return { cluster: new SingleReplica({ id: instanceId, url: advertise }) };
+  const s3 = config.storage.s3;
+  const cluster = new RedisCluster({
+    url: redis,
+    password: redisPassword,
+    // A fresh id per start: leases a crashed run left are never mistaken for this run's.
+    self: { id: `${instanceId}-${randomBytes(3).toString('hex')}`, url: advertise },
+    secret,
+    leaseTtlMs: leaseTtl,
+    namespace: `${s3.endpoint}/${s3.bucket}/${s3.prefix}`,
+    commandTimeoutMs: Math.min(2_000, Math.max(250, Math.floor(leaseTtl / 4))),
+    log,
+    events: { redisError: (operation) => metrics.clusterRedisErrors.inc({ operation }), takeover: () => metrics.clusterTakeovers.inc() },
+  });
+  await cluster.start();
+  // Headers may wait for the owner's queued fill to start; a stream silent that long is broken.
+  const peers = new PeerClient(secret, { connectMs: 2_000, headersMs: 60_000, bodyIdleMs: 30_000 });
+  log.info({ replica: cluster.self.id, advertise, redisConnected: cluster.connected, leaseTtlMs: leaseTtl }, 'joined the cluster');
+  return { cluster, peers };
 }
 
 /** This mirror's name in the loop-detection chain: configured, or random and kept with the cache. */
@@ -142,7 +183,10 @@ export async function openCache(config: Config, options: { owner: boolean }): Pr
   let store: BlobStore | undefined;
   try {
     store = await openStore(storeOptions(config, modes));
-    const cache = await Cache.open({ database, store, accessFlushIntervalMs: config.cache.accessFlushInterval, owner: options.owner });
+    // Blobs relayed from other replicas are spooled locally while the bucket is written by their filler.
+    const spool = config.cluster.redis ? new FsStore(join(config.cache.dir, 'spool'), modes) : undefined;
+    await spool?.init();
+    const cache = await Cache.open({ database, store, accessFlushIntervalMs: config.cache.accessFlushInterval, owner: options.owner, spool });
     return { database, store, cache };
   } catch (err) {
     database.close();
@@ -170,7 +214,9 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
     }
   };
   cache.access.onError = (err) => log.error({ err }, 'could not store access times');
-  const upstreams = buildUpstreams(config, tokens, log, metrics);
+  const { cluster, peers } = await joinCluster(config, instanceId, log, metrics, options.owner && options.background);
+  cache.onLinked = cluster.mode === 'single' ? undefined : (upstream, repo, digest) => cluster.link(`${upstream}/${repo}`, digest);
+  const upstreams = buildUpstreams(config, tokens, log, metrics, cluster);
   const resolver = new UpstreamResolver(upstreams, config.defaultRegistry);
   const mirror = new Mirror({
     cache,
@@ -185,16 +231,29 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
     },
     fillLimits: { maxFillsPerClient: config.limits.maxFillsPerClient },
     log,
-    events: { upstreamBytes: (registry, bytes) => metrics.recordUpstreamBytes(registry, bytes), uncached: (registry, reason) => metrics.uncachedBlobs.inc({ upstream: registry, reason }) },
+    events: {
+      upstreamBytes: (registry, bytes) => metrics.recordUpstreamBytes(registry, bytes),
+      uncached: (registry, reason) => metrics.uncachedBlobs.inc({ upstream: registry, reason }),
+      peerStream: () => metrics.clusterPeerStreams.inc(),
+      takeover: () => metrics.clusterTakeovers.inc(),
+    },
     clock: options.clock,
+    ...(peers ? { cluster: { cluster, peers, leaseTtlMs: config.cluster.leaseTtl } } : {}),
   });
+  cluster.reportFills(() => mirror.fills.inProgress);
   const policy = { maxSize: config.cache.maxSize, lowWater: config.cache.lowWater, blobIdleTtlMs: config.cache.blobIdleTtl, gcGraceMs: config.cache.gcGrace, minFree: config.cache.minFreeSpace };
-  const sweeper = new CacheSweeper(cache, policy, options.background ? config.cache.sweepInterval : 2 ** 31 - 1, log);
+  // Housekeeping runs on one replica at a time: the one holding the leader lock.
+  const leader = (): boolean => cluster.isLeader();
+  const sweeper = new CacheSweeper(cache, policy, options.background ? config.cache.sweepInterval : 2 ** 31 - 1, log, leader);
   mirror.onDiskFull = (bytes) => sweeper.run({ needFreeBytes: bytes });
   const warmups = new WarmupRunner(mirror, database.jobs, instanceId, log);
   const probes = startHealthProbes(resolver.registries(), { intervalMs: options.background ? config.health.probeInterval : 2 ** 31 - 1, timeoutMs: config.health.probeTimeout }, log);
-  const schedule = options.background ? scheduleWarmups(config.warmup, warmups, log) : { jobs: [], stop: () => undefined };
+  const schedule = options.background ? scheduleWarmups(config.warmup, warmups, log, leader) : { jobs: [], stop: () => undefined };
   collectLiveState(metrics, { cache, jobs: database.jobs, mirror, sweeper });
+  metrics.onCollect(() => {
+    metrics.clusterConnected.set(cluster.connected ? 1 : 0);
+    metrics.clusterLeader.set(cluster.isLeader() ? 1 : 0);
+  });
   const pruneStats = setInterval(() => {
     try {
       database.stats.prune(Date.now() - STATS_KEEP_MS);
@@ -214,12 +273,15 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
       await sweeper.stop();
       // Fills run independently of clients: let them land before the index closes; discard the late ones.
       await mirror.fills.drain(closeOptions.fillGraceMs ?? FILL_DRAIN_MS, { discardLate: true });
+      // After the fills: their leases are released as stored or failed, not left to lapse.
+      await cluster.close();
+      await peers?.close();
       await Promise.all(upstreams.flatMap((u) => u.registry.endpoints.map((e) => e.close())));
       cache.close();
       database.close();
       await store.close();
     })());
-  return { cache, jobs: database.jobs, stats: database.stats, catalog: database.catalog, metrics, mirror, instanceId, tokens, warmups, sweeper, probes, scheduled: schedule.jobs, close };
+  return { cache, jobs: database.jobs, stats: database.stats, catalog: database.catalog, metrics, mirror, instanceId, tokens, warmups, sweeper, probes, scheduled: schedule.jobs, cluster, close };
 }
 
 /** Gauges that mirror live state are set just before each scrape. */

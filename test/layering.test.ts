@@ -12,9 +12,10 @@ const ALLOWED: Record<string, string[]> = {
   storage: ['oci'],
   cache: ['oci', 'storage'],
   upstream: ['oci'],
-  mirror: ['oci', 'cache', 'upstream'],
+  cluster: [],
+  mirror: ['oci', 'cache', 'upstream', 'cluster'],
   jobs: ['oci', 'mirror', 'cache', 'upstream', 'config'],
-  http: ['oci', 'mirror', 'jobs', 'metrics'],
+  http: ['oci', 'mirror', 'jobs', 'metrics', 'cluster'],
 };
 const LEAVES = new Set(['log']);
 

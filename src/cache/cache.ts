@@ -11,10 +11,12 @@ import type { CacheDatabase } from './database.js';
 import { HotRows, tagKey } from './hot-rows.js';
 import { Leases } from './leases.js';
 import { reconcile, type RecoveryReport } from './recovery.js';
+import { fencedWrite, RelayWrite, spooledWrite, type RelayEnding } from './relay-write.js';
 import { SMALL_BLOB, VerifiedContent } from './verified-content.js';
 import { CorruptBlobError, VerifyingStream } from './verifying-stream.js';
 
 export { CorruptBlobError, tagKey };
+export type { RelayEnding };
 
 /** The largest manifest read back from the store: cache.maxManifestSize is smaller. */
 const MAX_SMALL_READ = 64 * 1024 * 1024;
@@ -29,6 +31,13 @@ export interface CacheOptions {
    * server do not.
    */
   owner: boolean;
+  /**
+   * A local directory store that every fill of a replica in a cluster is
+   * spooled to, so readers (and other replicas' streams) that join late
+   * read it back: the blobs it fills for the bucket, and those relayed from
+   * the replica filling them.
+   */
+  spool?: BlobStore;
 }
 
 export interface Provenance {
@@ -61,6 +70,13 @@ export function isDiskFull(err: unknown): boolean {
   return code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL';
 }
 
+/** What a fill starts with. */
+export interface FillStart {
+  expectedSize: number | undefined;
+  makeRoom: (bytes: number) => Promise<void>;
+  onUncached: (err: Error) => void;
+}
+
 /** Bytes and number of indexed blobs, kept current without a SUM or COUNT per request. */
 class Usage {
   constructor(
@@ -79,6 +95,8 @@ export class Cache {
   readonly access: AccessRecorder;
   /** Told about every damaged object found while serving. */
   onCorrupt: ((digest: string, reason: string) => void) | undefined;
+  /** Told when content is recorded as a repository's (fetched through it, or confirmed upstream), so other replicas learn it too. */
+  onLinked: ((upstream: string, repo: string, digest: string) => void) | undefined;
   /** Called after content was added, so a quota or a free-space floor can be enforced promptly. */
   onGrow: (() => void) | undefined;
   private readonly hot: HotRows;
@@ -91,6 +109,7 @@ export class Cache {
     readonly store: BlobStore,
     accessFlushIntervalMs: number,
     readonly recovery: RecoveryReport | undefined,
+    private readonly spool: BlobStore | undefined,
   ) {
     this.hot = new HotRows(index);
     this.access = new AccessRecorder(index, accessFlushIntervalMs);
@@ -105,8 +124,9 @@ export class Cache {
       const sweptTempFiles = await options.store.sweepIncomplete();
       recovery = { sweptTempFiles, ...(await reconcile(index, options.store)) };
       options.database.jobs.abandonRunning();
+      if (options.spool) recovery.sweptTempFiles += await options.spool.sweepIncomplete();
     }
-    return new Cache(index, options.store, options.accessFlushIntervalMs, recovery);
+    return new Cache(index, options.store, options.accessFlushIntervalMs, recovery, options.spool);
   }
 
   get bytes(): number {
@@ -190,6 +210,11 @@ export class Cache {
     body.on('error', (err) => verifier.destroy(err));
     verifier.once('close', () => body.destroy());
     return body.pipe(verifier);
+  }
+
+  /** Bytes of a stored object the index may not know yet (another replica's), unverified: for a fill that goes on verifying them. */
+  async openStoredRange(digest: Digest, range: ByteRange): Promise<Readable> {
+    return (await this.openStored(digest, range)).body;
   }
 
   /** Opens a stored object under a lease; a missing or unreachable one is a CacheMissError. */
@@ -293,18 +318,48 @@ export class Cache {
     const known = this.index.getBlob(entry.digest.value) !== undefined;
     this.hot.blobChanged(entry.digest.value);
     this.index.putManifest({ digest: entry.digest.value, size: entry.bytes.length, mediaType: entry.mediaType, children: entry.children, now: Date.now() });
-    this.hot.link(entry.upstream, entry.repo, entry.digest.value);
+    this.link(entry.upstream, entry.repo, entry.digest.value);
     this.content.keep(entry.digest.value, entry.bytes);
     if (!known) this.grew(entry.bytes.length);
   }
 
-  /** Starts a fill: bytes go to the store as they arrive, and readers may follow them. */
-  async beginFill(digest: Digest, options: { expectedSize: number | undefined; makeRoom: (bytes: number) => Promise<void>; onUncached: (err: Error) => void }): Promise<BlobFill> {
-    const write = await this.store.beginWrite(digest, options.expectedSize);
-    return new BlobFill(digest, write, {
+  /**
+   * Starts a fill: bytes go to the store as they arrive, and readers may
+   * follow them. With `confirm`, the store's copy is published only if it
+   * still answers true then (the fill's lease is still this replica's).
+   */
+  async beginFill(digest: Digest, options: FillStart & { confirm?: () => Promise<boolean> }): Promise<BlobFill> {
+    let write = await this.store.beginWrite(digest, options.expectedSize);
+    if (this.spool) {
+      try {
+        write = spooledWrite(write, await this.spool.beginWrite(digest, options.expectedSize));
+      } catch (err) {
+        await write.abort();
+        throw err;
+      }
+    }
+    return new BlobFill(digest, options.confirm ? fencedWrite(write, options.confirm, digest.value) : write, {
       ...options,
       openStored: async (range) => (await this.openStored(digest, range)).body,
     });
+  }
+
+  /**
+   * Starts a fill whose bytes another replica is storing: they go to the local
+   * spool, and the shared store only if `settle` says this replica must.
+   */
+  async beginRelay(digest: Digest, options: FillStart & { settle: () => Promise<RelayEnding> }): Promise<BlobFill> {
+    if (!this.spool) throw new Error('no spool store: a replica alone relays nothing');
+    const spool = await this.spool.beginWrite(digest, options.expectedSize);
+    return new BlobFill(digest, new RelayWrite(spool, this.store, digest, options.settle), {
+      ...options,
+      openStored: async (range) => (await this.openStored(digest, range)).body,
+    });
+  }
+
+  /** Drops the unfinished uploads of `digest` a replica that died left behind. */
+  async abortUploads(digest: Digest): Promise<number> {
+    return (await this.store.abortUploads?.(digest)) ?? 0;
   }
 
   /** Verifies and publishes a fill, then indexes it: bytes first, index second. */
@@ -313,7 +368,7 @@ export class Cache {
     await fill.commit(() => {
       this.hot.blobChanged(digest);
       this.index.putBlob({ digest, size: fill.bytesReceived, now: Date.now() });
-      this.hot.link(from.upstream, from.repo, digest);
+      this.link(from.upstream, from.repo, digest);
     });
     this.content.mark(digest);
     this.grew(fill.bytesReceived);
@@ -351,8 +406,13 @@ export class Cache {
   }
 
   /** Records that the upstream holds `digest` in this repository. */
-  linkRepo(upstream: string, repo: string, digest: string): void {
+  linkRepo(upstream: string, repo: string, digest: string, options: { share?: boolean } = {}): void {
+    this.link(upstream, repo, digest, options.share ?? true);
+  }
+
+  private link(upstream: string, repo: string, digest: string, share = true): void {
     this.hot.link(upstream, repo, digest);
+    if (share) this.onLinked?.(upstream, repo, digest);
   }
 
   getTag(upstream: string, repo: string, tag: string, acceptKey: string): TagRecord | undefined {

@@ -105,10 +105,6 @@ export interface Cluster {
   publishRateLimit(key: string, rate: SharedRateLimit, ttlMs: number): void;
   /** The latest budget any replica saw for `key` (refreshed in the background; no round trip). */
   rateLimit(key: string): SharedRateLimit | undefined;
-  /** Notes accesses of cached digests, for the cluster-wide LRU; batched. */
-  recordAccess(digests: readonly string[]): void;
-  /** Digests from least to most recently used, cluster-wide; undefined without a shared view. */
-  leastRecentlyUsed(limit: number): Promise<string[] | undefined>;
   replicas(): Promise<ReplicaInfo[]>;
   /** How many fills this replica runs, for its heartbeat. */
   reportFills(count: () => number): void;

@@ -23,10 +23,6 @@ export interface RedisClusterOptions {
 const STORED_MARK_MS = 5 * 60_000;
 /** How often the latest shared pull budgets are read. */
 const RATE_REFRESH_MS = 2_000;
-/** How often accesses go to the cluster-wide LRU. */
-const ACCESS_FLUSH_MS = 5_000;
-/** Accesses kept for the next flush at most; beyond, the oldest notes are dropped (the LRU is approximate). */
-const ACCESS_PENDING_MAX = 100_000;
 
 // Atomic steps on a lease key, so no two replicas ever both hold it. Values are "<replica>|<token>".
 const CLAIM = `
@@ -77,7 +73,7 @@ export function redactRedisUrl(url: string): string {
 /**
  * Replicas sharing one Redis: fill leases with fencing tokens, shared tag
  * and 404 answers and pull budgets, a leader lock for housekeeping, a
- * registry of replicas, and the cluster-wide LRU. Every expiry is a Redis key
+ * registry of replicas. Every expiry is a Redis key
  * TTL, never a comparison of clocks across machines. When Redis does not
  * answer, each call fails over to this replica alone (its own single flight),
  * and the cluster comes back when Redis does.
@@ -97,7 +93,6 @@ export class RedisCluster implements Cluster {
   private outageLogged = false;
   private readonly watchedRates = new Set<string>();
   private readonly rates = new Map<string, SharedRateLimit>();
-  private readonly pendingAccess = new Set<string>();
   private readonly leases = new Set<RedisLease>();
   private closed = false;
 
@@ -145,7 +140,6 @@ export class RedisCluster implements Cluster {
     await this.redis.connect().catch((err: unknown) => this.failed('connect', err));
     this.every(this.heartbeatMs, () => this.beat());
     this.every(RATE_REFRESH_MS, () => this.refreshRates());
-    this.every(ACCESS_FLUSH_MS, () => this.flushAccess());
   }
 
   private every(ms: number, work: () => Promise<void>): void {
@@ -307,45 +301,19 @@ export class RedisCluster implements Cluster {
     }
   }
 
-  recordAccess(digests: readonly string[]): void {
-    for (const digest of digests) {
-      if (this.pendingAccess.size >= ACCESS_PENDING_MAX) break;
-      this.pendingAccess.add(digest);
-    }
-  }
-
-  /** Accesses go in as one batch, scored by a cluster-wide counter rather than any machine's clock. */
-  private async flushAccess(): Promise<void> {
-    if (!this.ready || this.pendingAccess.size === 0) return;
-    const digests = [...this.pendingAccess];
-    this.pendingAccess.clear();
-    try {
-      const tick = await this.redis.incr('access-clock');
-      await this.redis.zadd('access', ...digests.flatMap((d) => [tick, d]));
-    } catch (err) {
-      this.failed('access write', err);
-    }
-  }
-
-  async leastRecentlyUsed(limit: number): Promise<string[] | undefined> {
-    if (!this.ready) return undefined;
-    try {
-      return await this.redis.zrange('access', '0', String(Math.max(0, limit - 1)));
-    } catch (err) {
-      this.failed('access read', err);
-      return undefined;
-    }
-  }
-
-  /** Forgets evicted digests in the cluster-wide LRU. */
-  async forgetAccess(digests: readonly string[]): Promise<void> {
-    if (!this.ready || digests.length === 0) return;
-    await this.redis.zrem('access', ...digests).catch((err: unknown) => this.failed('access write', err));
-  }
-
   async replicas(): Promise<ReplicaInfo[]> {
+    const alone = (): ReplicaInfo[] => [{ id: this.self.id, url: this.self.url, startedAt: this.startedAt, lastHeartbeatMsAgo: 0, fillsInProgress: this.fills(), leader: this.isLeader(), self: true }];
+    if (!this.ready) return alone();
+    try {
+      return await this.listReplicas();
+    } catch (err) {
+      this.failed('replica list', err);
+      return alone();
+    }
+  }
+
+  private async listReplicas(): Promise<ReplicaInfo[]> {
     const ttl = this.heartbeatMs * 3;
-    if (!this.ready) return [{ id: this.self.id, url: this.self.url, startedAt: this.startedAt, lastHeartbeatMsAgo: 0, fillsInProgress: this.fills(), leader: this.isLeader(), self: true }];
     const all = await this.redis.hgetall('replicas');
     const leader = await this.redis.get('leader');
     const ids = Object.keys(all);
@@ -375,7 +343,6 @@ export class RedisCluster implements Cluster {
 
   async close(): Promise<void> {
     for (const timer of this.timers) clearInterval(timer);
-    await this.flushAccess().catch(() => undefined);
     for (const lease of [...this.leases]) await lease.release('failed');
     if (this.ready) {
       // Leave at once rather than when the heartbeat lapses; give the leader lock up.

@@ -48,12 +48,6 @@ export class SingleReplica implements Cluster {
     return undefined;
   }
 
-  recordAccess(): void {}
-
-  async leastRecentlyUsed(): Promise<string[] | undefined> {
-    return undefined;
-  }
-
   async replicas(): Promise<ReplicaInfo[]> {
     return [{ id: this.self.id, url: this.self.url, startedAt: this.startedAt, lastHeartbeatMsAgo: 0, fillsInProgress: this.fills(), leader: true, self: true }];
   }

@@ -6,6 +6,7 @@ import type { CacheSweeper } from '../jobs/cache-sweeper.js';
 import type { ScheduledJob } from '../jobs/scheduler.js';
 import type { WarmupRunner } from '../jobs/warmup.js';
 import type { Metrics, StatsCounts } from '../metrics/metrics.js';
+import type { Cluster } from '../cluster/cluster.js';
 import type { Mirror } from '../mirror/mirror.js';
 import type { AdminHosts } from './admin-hosts.js';
 
@@ -22,6 +23,7 @@ export interface AdminDeps {
   warmups: WarmupRunner;
   sweeper: CacheSweeper;
   scheduled: ScheduledJob[];
+  cluster: Pick<Cluster, 'mode' | 'self' | 'connected' | 'replicas'>;
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -80,6 +82,11 @@ export function adminRoutes(core: AdminDeps, token: string, hosts: AdminHosts): 
         })),
       })),
     };
+  });
+
+  router.get('/cluster', async (ctx) => {
+    const { cluster } = core;
+    ctx.body = { mode: cluster.mode, self: cluster.self, redisConnected: cluster.connected, replicas: await cluster.replicas() };
   });
 
   router.get('/images', (ctx) => {

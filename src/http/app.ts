@@ -1,5 +1,6 @@
 import Koa from 'koa';
 import Router from '@koa/router';
+import type { Cluster } from '../cluster/cluster.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Mirror } from '../mirror/mirror.js';
@@ -9,12 +10,13 @@ import { adminCheck, adminRoutes, type AdminDeps } from './admin-routes.js';
 import { AccessRules, basicLogin, clientAuth, type AccessRule } from './client-auth.js';
 import type { HtpasswdVerifier } from './htpasswd.js';
 import { errorHandler } from './error-handler.js';
+import { peerRoutes } from './peer-routes.js';
 import { requestLog } from './request-log.js';
 import { uiRoutes } from './ui-routes.js';
 import { v2Routes, type Offload } from './v2-routes.js';
 
 export interface AppDeps {
-  core: AdminDeps & { mirror: Mirror; instanceId: string; metrics: Metrics };
+  core: AdminDeps & { mirror: Mirror; instanceId: string; metrics: Metrics; cluster: Cluster };
   log: Logger;
   /** Bearer token for /api/; empty: loopback clients only. */
   adminToken: string;
@@ -50,6 +52,8 @@ export function createApp({ core, log, adminToken, adminHosts, audit, auth, offl
   });
   app.use(requestLog(log, metrics, audit));
   app.use(errorHandler(log));
+  // Replicas authenticate with the cluster secret, not as clients.
+  app.use(peerRoutes(mirror, core.cluster.peerSecret).routes());
   if (auth) app.use(clientAuth(auth.verifier, auth.realm));
   // The registry API is the hot path: it goes first, so its requests never pass the other routers.
   app.use(v2.routes());

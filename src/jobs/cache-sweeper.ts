@@ -20,10 +20,15 @@ export class CacheSweeper {
     readonly policy: EvictionPolicy,
     intervalMs: number,
     private readonly log: Logger,
+    /** Whether this replica runs the housekeeping; the others leave eviction and GC to it. */
+    private readonly leading: () => boolean = () => true,
   ) {
-    this.timer = setInterval(() => void this.run().catch(() => undefined), Math.max(1000, intervalMs));
+    this.timer = setInterval(() => {
+      if (this.leading()) void this.run().catch(() => undefined);
+    }, Math.max(1000, intervalMs));
     this.timer.unref();
     cache.onGrow = () => {
+      if (!this.leading()) return;
       if (policy.maxSize > 0 && cache.bytes > policy.maxSize) void this.run().catch(() => undefined);
       else void this.checkSpace();
     };

@@ -1,13 +1,16 @@
 import { pipeline } from 'node:stream/promises';
-import { Transform } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { DigestMismatchError, NotCachedError, SizeMismatchError, type BlobFill, type FillHandle } from '../cache/blob-fill.js';
 import { isDiskFull, isStoreFull, isStoreUnavailable, type Cache } from '../cache/cache.js';
-import type { Digest } from '../oci/digest.js';
+import { SOLE_LEASE, type Cluster, type FillLease, type Peer } from '../cluster/cluster.js';
+import { parseDigest, type Digest } from '../oci/digest.js';
 import { tooManyRequests } from '../oci/errors.js';
 import type { Logger } from '../log.js';
 import type { EndpointClient } from '../upstream/endpoint-client.js';
 import { QueueFullError } from '../upstream/semaphore.js';
 import { describe, discard, type BlobStream } from '../upstream/upstream-registry.js';
+import type { Feed, FillRelay } from './fill-relay.js';
+import type { RepositoryGate } from './repository-gate.js';
 import type { Target } from './resolve.js';
 
 /** Who asks for content: the client's address for per-client limits, and a signal that aborts when it goes away. */
@@ -32,12 +35,35 @@ export interface FillEvents {
   upstreamBytes(registry: string, bytes: number): void;
   /** A blob went to its clients uncached: the store was full or out of reach. */
   uncached(registry: string, reason: 'store full' | 'store unavailable'): void;
+  /** A fill relayed from another replica began streaming from it. */
+  peerStream?(): void;
+  /** This replica took over the fill of a replica that went away. */
+  takeover?(): void;
+}
+
+/** How replicas share fills: who fills a digest, and how the others follow. */
+export interface FillSharing {
+  cluster: Cluster;
+  /** Absent for a replica alone. */
+  relay: FillRelay | undefined;
+  gate: RepositoryGate;
 }
 
 export interface FillLimits {
   /** New fills one client address may have queued or running at once; 0: no limit. */
   maxFillsPerClient: number;
 }
+
+/** Another replica stored the blob just now: read the store instead. */
+export class StoredElsewhereError extends Error {
+  constructor(readonly digest: string) {
+    super(`${digest} was stored by another replica meanwhile`);
+    this.name = 'StoredElsewhereError';
+  }
+}
+
+/** How many times a relayed fill looks for a new source before giving up. */
+const MAX_RELAY_ROUNDS = 8;
 
 /** Every client waiting for a queued fill left before it got a slot. */
 export class FillAbandonedError extends Error {
@@ -119,7 +145,19 @@ export class BlobFills {
     private readonly limits: FillLimits,
     /** Makes room for `bytes` on a full cache disk (an eviction sweep); never throws. */
     private readonly makeRoom: (bytes: number) => Promise<void>,
+    private readonly sharing: FillSharing,
   ) {}
+
+  /**
+   * The fill of `digest` for another replica's request: undefined when none
+   * runs here. The request keeps a queued fill alive as a client would.
+   */
+  async forPeer(digest: Digest, signal: AbortSignal): Promise<FillHandle | undefined> {
+    const entry = this.active.get(digest.value);
+    if (!entry) return undefined;
+    entry.interest.add(signal);
+    return entry.fill.catch(() => undefined);
+  }
 
   /** The fill of `digest` under way, if any, as its readers see it. */
   current(digest: Digest): Promise<FillHandle> | undefined {
@@ -198,10 +236,25 @@ export class BlobFills {
   }
 
   private async start(digest: Digest, source: Target, abandoned: AbortSignal, done: () => void): Promise<BlobFill> {
+    const { cluster, relay, gate } = this.sharing;
+    const claim = await cluster.claimFill(digest.value);
+    if (claim.role === 'stored') throw new StoredElsewhereError(digest.value);
+    if (claim.role === 'owner' || !relay) return this.own(digest, source, claim.role === 'owner' ? claim.lease : SOLE_LEASE, abandoned, done);
+    // Another replica's fill may be of another repository: no byte of it is ours until ours is confirmed.
+    await gate.admit(source, digest, 'blob');
+    const feed = await relay.locate(digest.value, 0, abandoned, claim.owner);
+    if (feed.kind === 'stored') throw new StoredElsewhereError(digest.value);
+    if (feed.kind === 'own') return this.own(digest, source, feed.lease, abandoned, done);
+    return this.follow(digest, source, feed, abandoned, done);
+  }
+
+  /** Fetches the blob upstream into the store, under `lease`. */
+  private async own(digest: Digest, source: Target, lease: FillLease, abandoned: AbortSignal, done: () => void): Promise<BlobFill> {
     let release: () => void;
     try {
       release = await source.upstream.fetchSlots.acquire(abandoned);
     } catch (err) {
+      void lease.release('failed');
       if (err instanceof QueueFullError) {
         throw tooManyRequests(QUEUE_FULL_RETRY_S, `upstream ${source.registry} has ${err.waiting} blob fetches waiting already`);
       }
@@ -212,19 +265,12 @@ export class BlobFills {
     let upstream: BlobStream;
     try {
       upstream = await source.upstream.openBlob(source.repo, digest.value, { via: source.via });
-      const fields = { digest: digest.value, upstream: source.registry, repo: source.repo, store: this.cache.store.kind };
+      // The upstream served it under this repository: other replicas following this fill need not ask again.
+      this.sharing.gate.record(source, digest);
       try {
         fill = await this.cache.beginFill(digest, {
-          expectedSize: upstream.size,
-          makeRoom: async (bytes) => {
-            this.log.error({ ...fields, bytes }, 'cache disk is full; evicting to make room');
-            await this.makeRoom(bytes);
-          },
-          onUncached: (err) => {
-            this.events.uncached(source.registry, isStoreFull(err) ? 'store full' : 'store unavailable');
-            if (isStoreFull(err)) this.log.error({ ...fields, bytes: fill.bytesReceived }, 'cache disk is still full: streaming this blob to its clients without caching it');
-            else this.log.error({ ...fields, bytes: fill.bytesReceived, err: err.message }, 'the cache store cannot take this blob: streaming it to its clients without caching it');
-          },
+          ...this.fillStart(digest, source, upstream.size, () => fill),
+          ...(lease === SOLE_LEASE ? {} : { confirm: () => lease.confirm() }),
         });
       } catch (err) {
         discard(upstream.body);
@@ -232,9 +278,11 @@ export class BlobFills {
       }
     } catch (err) {
       release();
+      void lease.release('failed');
       throw err;
     }
     this.drive(fill, upstream, source)
+      .then((stored) => lease.release(stored ? 'stored' : 'failed'))
       .catch((err: unknown) => this.log.error({ err, digest: digest.value }, 'blob fill bookkeeping failed'))
       .finally(() => {
         release();
@@ -243,8 +291,134 @@ export class BlobFills {
     return fill;
   }
 
-  /** Streams the upstream body into the fill, resuming elsewhere on a broken body, then commits. */
-  private async drive(fill: BlobFill, first: BlobStream, source: Target): Promise<void> {
+  /** What every fill starts with: its size, and what to do when the store is full or gives up. */
+  private fillStart(digest: Digest, source: Target, expectedSize: number | undefined, fill: () => BlobFill) {
+    const fields = { digest: digest.value, upstream: source.registry, repo: source.repo, store: this.cache.store.kind };
+    return {
+      expectedSize,
+      makeRoom: async (bytes: number) => {
+        this.log.error({ ...fields, bytes }, 'cache disk is full; evicting to make room');
+        await this.makeRoom(bytes);
+      },
+      onUncached: (err: Error) => {
+        this.events.uncached(source.registry, isStoreFull(err) ? 'store full' : 'store unavailable');
+        if (isStoreFull(err)) this.log.error({ ...fields, bytes: fill().bytesReceived }, 'cache disk is still full: streaming this blob to its clients without caching it');
+        else this.log.error({ ...fields, bytes: fill().bytesReceived, err: err.message }, 'the cache store cannot take this blob: streaming it to its clients without caching it');
+      },
+    };
+  }
+
+  /** Relays the fill another replica runs: its stream into a local spool, read by this replica's clients. */
+  private async follow(digest: Digest, source: Target, feed: Extract<Feed, { kind: 'peer' }>, abandoned: AbortSignal, done: () => void): Promise<BlobFill> {
+    const held: { lease?: FillLease } = {};
+    let fill: BlobFill;
+    try {
+      fill = await this.cache.beginRelay(digest, {
+        ...this.fillStart(digest, source, feed.stream.size, () => fill),
+        settle: () => this.sharing.relay!.ending(digest.value, held),
+      });
+    } catch (err) {
+      discard(feed.stream.body);
+      throw err;
+    }
+    this.events.peerStream?.();
+    this.log.info({ digest: digest.value, upstream: source.registry, repo: source.repo, replica: feed.peer.id, bytes: feed.stream.size }, 'streaming the blob from the replica filling it');
+    this.relayDrive(fill, feed, source, held, abandoned)
+      .catch((err: unknown) => this.log.error({ err, digest: digest.value }, 'relayed blob fill bookkeeping failed'))
+      .finally(done);
+    return fill;
+  }
+
+  /**
+   * Drives a relayed fill: from the filling replica while it streams; when it
+   * goes away, from whoever has the blob then, or upstream with a Range request
+   * once this replica took the lease over. The digest covers every byte either way.
+   */
+  private async relayDrive(fill: BlobFill, first: Extract<Feed, { kind: 'peer' }>, source: Target, held: { lease?: FillLease }, abandoned: AbortSignal): Promise<void> {
+    const started = Date.now();
+    const digest = fill.digest;
+    const relay = this.sharing.relay!;
+    let body: Readable = first.stream.body;
+    let skip = 0;
+    let peer: Peer | undefined = first.peer;
+    let endpoint: EndpointClient | undefined;
+    let releaseSlot: (() => void) | undefined;
+    const fedBy = new Set<string>([first.peer.id]);
+    const broken = new Set<EndpointClient>();
+    try {
+      for (let round = 0; ; round++) {
+        const before = fill.bytesReceived;
+        let failure: unknown;
+        try {
+          await (skip > 0 ? pipeline(body, skipBytes(skip), fill.writable()) : pipeline(body, fill.writable()));
+        } catch (err) {
+          failure = err;
+        }
+        await fill.idle();
+        if (endpoint) this.events.upstreamBytes(source.registry, fill.bytesReceived - before);
+        const short = fill.expectedSize !== undefined && fill.bytesReceived < fill.expectedSize;
+        if (failure === undefined && !short) break;
+        const receiving = fill.state === 'filling' || fill.state === 'streaming';
+        if (!receiving || round >= MAX_RELAY_ROUNDS || (failure !== undefined && !isStreamBreak(failure))) {
+          throw failure ?? new Error(`the relayed body ended at ${fill.bytesReceived} of ${fill.expectedSize} bytes`);
+        }
+        const offset = fill.bytesReceived;
+        const reason = failure !== undefined ? describe(failure) : 'body ended early';
+        if (endpoint) {
+          // Fetching it ourselves already: resume upstream, elsewhere if we can.
+          endpoint.state.failure(`blob ${digest} broke at ${offset} bytes: ${reason}`);
+          broken.add(endpoint);
+          ({ body, skip, endpoint } = await source.upstream.openBlob(source.repo, digest, { offset, via: source.via, avoid: broken }));
+          continue;
+        }
+        this.log.warn({ digest, replica: peer?.id, bytes: offset, err: reason }, 'the stream from the replica filling this blob broke; finding who has it now');
+        const feed = await relay.locate(digest, offset, abandoned, undefined, peer?.id);
+        if (feed.kind === 'peer') {
+          ({ peer } = feed);
+          body = feed.stream.body;
+          skip = 0;
+          fedBy.add(feed.peer.id);
+          this.events.peerStream?.();
+          continue;
+        }
+        peer = undefined;
+        if (feed.kind === 'stored') {
+          body = await this.cache.openStoredRange(parseDigest(digest), { start: offset, end: fill.expectedSize! - 1 });
+          skip = 0;
+          continue;
+        }
+        held.lease = feed.lease;
+        if (feed.lease !== SOLE_LEASE) {
+          // A real takeover: the dead filler's unfinished upload goes, and this replica's copy is the one kept.
+          this.events.takeover?.();
+          const aborted = await this.cache.abortUploads(parseDigest(digest)).catch(() => 0);
+          this.log.warn({ digest, upstream: source.registry, bytes: offset, abortedUploads: aborted }, 'took over the fill of a replica that went away; resuming upstream with a Range request');
+        }
+        releaseSlot = await source.upstream.fetchSlots.acquire(abandoned);
+        ({ body, skip, endpoint } = await source.upstream.openBlob(source.repo, digest, { offset, via: source.via }));
+      }
+      await this.cache.commitFill(fill, { upstream: source.registry, repo: source.repo });
+      await held.lease?.release('stored');
+      this.log.info({ digest, upstream: source.registry, repo: source.repo, bytes: fill.bytesReceived, ms: Date.now() - started, relayed: [...fedBy] }, 'blob cached');
+    } catch (err) {
+      await fill.fail(err as Error);
+      await held.lease?.release('failed');
+      const fields = { digest, upstream: source.registry, repo: source.repo, bytes: fill.bytesReceived, err: describe(err), replicas: [...fedBy] };
+      if ((err instanceof DigestMismatchError || err instanceof SizeMismatchError) && !endpoint) {
+        for (const id of fedBy) relay.distrust(id);
+        this.log.error(fields, 'a replica sent bytes that do not match the digest: nothing kept, and it is not streamed from for a while');
+      } else if (err instanceof NotCachedError) {
+        this.log.error(fields, 'relayed blob served but not cached');
+      } else {
+        this.log.warn(fields, 'relayed blob fill failed; nothing cached');
+      }
+    } finally {
+      releaseSlot?.();
+    }
+  }
+
+  /** Streams the upstream body into the fill, resuming elsewhere on a broken body, then commits; true once stored. */
+  private async drive(fill: BlobFill, first: BlobStream, source: Target): Promise<boolean> {
     const started = Date.now();
     const digest = fill.digest;
     const broken = new Set<EndpointClient>();
@@ -283,6 +457,7 @@ export class BlobFills {
       }
       await this.cache.commitFill(fill, { upstream: source.registry, repo: source.repo });
       this.log.info({ digest, upstream: source.registry, repo: source.repo, bytes: fill.bytesReceived, ms: Date.now() - started, endpoint: stream.endpoint.displayUrl }, 'blob cached');
+      return true;
     } catch (err) {
       count();
       await fill.fail(err as Error);
@@ -297,6 +472,7 @@ export class BlobFills {
       } else {
         this.log.warn(fields, 'blob fill failed; nothing cached');
       }
+      return false;
     }
   }
 

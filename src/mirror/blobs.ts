@@ -4,7 +4,7 @@ import type { ByteRange } from '../oci/byte-range.js';
 import { CacheMissError, type Cache } from '../cache/cache.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { unavailable } from '../oci/errors.js';
-import type { BlobFills, Requester } from './blob-fills.js';
+import { StoredElsewhereError, type BlobFills, type Requester } from './blob-fills.js';
 import type { CacheOutcome } from './outcome.js';
 import type { RepositoryGate } from './repository-gate.js';
 import type { Target } from './resolve.js';
@@ -55,7 +55,17 @@ export class BlobService {
       this.gate.record(target, digest);
       if (size !== undefined) return { digest: digest.value, size, cache: 'pass', open: () => Promise.reject(new Error('HEAD has no body')) };
     }
-    const { fill, shared } = await this.joinFill(target, digest, requester);
+    let joined: { fill: FillHandle; shared: boolean };
+    try {
+      joined = await this.joinFill(target, digest, requester);
+    } catch (err) {
+      // Another replica stored it between our look at the store and our claim.
+      if (!(err instanceof StoredElsewhereError)) throw err;
+      const adopted = await this.cache.adoptBlob(digest);
+      if (!adopted) throw unavailable(`${digest.value} was stored by another replica, but the store does not have it`);
+      return this.get(target, reference, head, requester);
+    }
+    const { fill, shared } = joined;
     if (fill.failure) throw unavailable(`fetching ${digest.value} from upstream failed: ${fill.failure.message}`);
     return { digest: digest.value, size: fill.size!, cache: shared ? 'coalesced' : 'miss', open: async (range) => this.readFill(fill, range) };
   }
@@ -68,7 +78,16 @@ export class BlobService {
       await this.gate.admit(target, digest, 'blob');
       return { fetched: false, size: record.size };
     }
-    const { fill } = await this.joinFill(target, digest);
+    let fill: FillHandle;
+    try {
+      ({ fill } = await this.joinFill(target, digest));
+    } catch (err) {
+      if (!(err instanceof StoredElsewhereError)) throw err;
+      const adopted = await this.cache.adoptBlob(digest);
+      if (!adopted) throw unavailable(`${digest.value} was stored by another replica, but the store does not have it`);
+      await this.gate.admit(target, digest, 'blob');
+      return { fetched: false, size: adopted.size };
+    }
     await fill.done;
     return { fetched: true, size: fill.size! };
   }

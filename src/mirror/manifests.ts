@@ -1,5 +1,6 @@
 import { CacheMissError, isDiskFull, tagKey, type Cache } from '../cache/cache.js';
 import type { TagRecord } from '../cache/cache-index.js';
+import type { Cluster } from '../cluster/cluster.js';
 import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { LRUCache } from 'lru-cache';
 import { badGateway, isRegistryError, manifestUnknown, withOutcome, type RegistryError } from '../oci/errors.js';
@@ -59,6 +60,8 @@ export class ManifestService {
   /** Makes room for `bytes` on a full cache disk (an eviction sweep); never throws. */
   private readonly makeRoom: (bytes: number) => Promise<void>;
   private readonly clock: { now(): number };
+  /** Tags, their revalidations and 404s, shared with the other replicas. */
+  private readonly cluster: Cluster;
 
   constructor(parts: {
     cache: Cache;
@@ -68,8 +71,9 @@ export class ManifestService {
     gate: RepositoryGate;
     makeRoom: (bytes: number) => Promise<void>;
     clock: { now(): number };
+    cluster: Cluster;
   }) {
-    ({ cache: this.cache, policy: this.policy, log: this.log, events: this.events, gate: this.gate, makeRoom: this.makeRoom, clock: this.clock } = parts);
+    ({ cache: this.cache, policy: this.policy, log: this.log, events: this.events, gate: this.gate, makeRoom: this.makeRoom, clock: this.clock, cluster: this.cluster } = parts);
     this.notFound = new LRUCache({ max: 10_000, ttl: Math.max(1, this.policy.notFoundTtlMs), perf: this.clock, ttlResolution: 0 });
   }
 
@@ -83,7 +87,10 @@ export class ManifestService {
         : this.byTag(target, reference, accept, head));
     } catch (err) {
       if (isRegistryError(err) && err.code === 'MANIFEST_UNKNOWN' && err.outcome === undefined) {
-        if (this.policy.notFoundTtlMs > 0) this.notFound.set(key, err);
+        if (this.policy.notFoundTtlMs > 0) {
+          this.notFound.set(key, err);
+          await this.cluster.putNotFound(sharedNotFoundKey(target, reference), this.policy.notFoundTtlMs);
+        }
         // The upstream was asked and said 404: a miss, as the repeats are notfound_cached.
         throw withOutcome(err, 'miss');
       }
@@ -106,8 +113,9 @@ export class ManifestService {
 
   private async byTag(target: Target, tag: string, accept: readonly string[], head: boolean): Promise<ManifestAnswer> {
     const acceptKey = accept.join(',');
-    const row = this.cache.getTag(target.registry, target.repo, tag, acceptKey);
     const now = this.clock.now();
+    let row = this.cache.getTag(target.registry, target.repo, tag, acceptKey);
+    if (!row || now - row.fetchedAt >= this.tagTtl(target)) row = (await this.sharedTag(target, tag, acceptKey, now)) ?? row;
     if (row) {
       const cached = this.cachedManifest(row.digest);
       if (now - row.fetchedAt < this.tagTtl(target)) {
@@ -121,10 +129,33 @@ export class ManifestService {
       }
       if (cached) return this.revalidate(target, tag, accept, head, row, cached);
     } else if (this.cache.store.shared) {
+      if (this.policy.notFoundTtlMs > 0 && (await this.cluster.isNotFound(sharedNotFoundKey(target, tag)))) throw sharedNotFound(target, tag);
       const found = await this.resolveToStored(target, tag, accept);
       if (found) return this.answer(found, accept, head, 'hit', target);
     }
     return this.fetchTag(target, tag, accept, head);
+  }
+
+  /**
+   * What another replica checked upstream within tagTtl, adopted as this
+   * index's row with the same remaining freshness; undefined without one.
+   */
+  private async sharedTag(target: Target, tag: string, acceptKey: string, now: number): Promise<TagRecord | undefined> {
+    const shared = await this.cluster.getTag(sharedTagKey(target, tag, acceptKey.split(',')));
+    if (!shared || !isAccepted(shared.mediaType, acceptKey.split(','))) return undefined;
+    const ttl = this.tagTtl(target);
+    const record = { upstream: target.registry, repo: target.repo, tag, acceptKey, digest: shared.digest, mediaType: shared.mediaType, fetchedAt: now - Math.max(0, ttl - shared.freshForMs) };
+    try {
+      this.cache.putTag(record);
+    } catch (err) {
+      if (!isDiskFull(err)) throw err;
+    }
+    return record;
+  }
+
+  /** Tells the other replicas what the upstream just said the tag is, fresh for a whole tagTtl. */
+  private shareTag(target: Target, tag: string, accept: readonly string[], stored: { digest: string; mediaType: string }): Promise<void> {
+    return this.cluster.putTag(sharedTagKey(target, tag, accept), { digest: stored.digest, mediaType: stored.mediaType }, this.tagTtl(target));
   }
 
   /**
@@ -151,6 +182,7 @@ export class ManifestService {
     // The repository's own upstream named this digest for the tag: it belongs here.
     this.gate.record(target, digest);
     this.cache.putTag({ upstream: target.registry, repo: target.repo, tag, acceptKey: accept.join(','), digest: stored.digest, mediaType: stored.mediaType, fetchedAt: this.clock.now() });
+    await this.shareTag(target, tag, accept, stored);
     return stored;
   }
 
@@ -171,6 +203,7 @@ export class ManifestService {
       const upstreamDigest = await promise;
       if (upstreamDigest === row.digest) {
         this.cache.putTag({ ...row, fetchedAt: this.clock.now() });
+        await this.shareTag(target, tag, accept, row);
         return this.answer(cached, accept, head, 'hit', target);
       }
       return await this.fetchTag(target, tag, accept, head);
@@ -189,6 +222,7 @@ export class ManifestService {
     const { promise, shared } = this.fetches.run(key, async () => {
       const stored = await this.fetchAndStore(target, tag, accept);
       if (stored.uncached) return stored;
+      await this.shareTag(target, tag, accept, stored);
       const record = { upstream: target.registry, repo: target.repo, tag, acceptKey: accept.join(','), digest: stored.digest, mediaType: stored.mediaType, fetchedAt: this.clock.now() };
       try {
         this.cache.putTag(record);
@@ -203,6 +237,7 @@ export class ManifestService {
 
   /** GETs a manifest, verifies its digest, and stores it before anyone sees it. */
   private async fetchAndStore(target: Target, reference: string, accept: readonly string[], expected?: Digest): Promise<Stored> {
+    if (this.policy.notFoundTtlMs > 0 && (await this.cluster.isNotFound(sharedNotFoundKey(target, reference)))) throw sharedNotFound(target, reference);
     const fetched = await target.upstream.fetchManifest(target.repo, reference, accept, this.policy.maxManifestBytes, target.via);
     this.events.upstreamBytes(target.registry, fetched.bytes.length);
     const mediaType = manifestMediaType(fetched.bytes, fetched.contentType);
@@ -275,4 +310,24 @@ export class ManifestService {
       return { ...fresh, bytes: uncached ?? (await this.cache.readManifest(digest)), cache: 'miss' };
     }
   }
+}
+
+/**
+ * A tag's key across replicas: by the manifest types the client accepts, as
+ * a set, since the upstream's answer depends on them (an index, or one
+ * platform's manifest for a client without index support), not on their order.
+ */
+function sharedTagKey(target: Target, tag: string, accept: readonly string[]): string {
+  const types = [...new Set(accept.map((t) => t.trim().toLowerCase()).filter((t) => MANIFEST_MEDIA_TYPES.includes(t)))].sort();
+  return `${target.registry}/${target.repo}:${tag}|${types.join(',')}`;
+}
+
+/** A 404 is shared whatever the Accept header was. */
+function sharedNotFoundKey(target: Target, reference: string): string {
+  return `${target.registry}/${target.repo}:${reference}`;
+}
+
+/** What another replica heard from the upstream within notFoundTtl. */
+function sharedNotFound(target: Target, reference: string): RegistryError {
+  return withOutcome(manifestUnknown(reference, `upstream ${target.registry} has no ${target.repo}:${reference} (another replica asked within cache.notFoundTtl)`), 'notfound_cached');
 }

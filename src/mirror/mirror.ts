@@ -1,11 +1,17 @@
 import type { Readable } from 'node:stream';
 import type { Cache } from '../cache/cache.js';
+import { FillUnavailableError } from '../cache/blob-fill.js';
+import type { Cluster } from '../cluster/cluster.js';
+import type { PeerClient } from '../cluster/peer-client.js';
+import { SingleReplica } from '../cluster/single-replica.js';
+import type { ByteRange } from '../oci/byte-range.js';
 import { parseDigest } from '../oci/digest.js';
-import { manifestUnknown, nameUnknown } from '../oci/errors.js';
+import { manifestUnknown, nameUnknown, unavailable } from '../oci/errors.js';
 import type { Logger } from '../log.js';
 import { header, type UpstreamRegistry } from '../upstream/upstream-registry.js';
 import { BlobFills, type FillEvents, type FillLimits, type Requester } from './blob-fills.js';
 import { BlobService, type BlobAnswer } from './blobs.js';
+import { FillRelay } from './fill-relay.js';
 import { ManifestService, type ManifestAnswer, type ManifestPolicy } from './manifests.js';
 import { RepositoryGate } from './repository-gate.js';
 import type { Target, UpstreamResolver } from './resolve.js';
@@ -29,6 +35,14 @@ export interface MirrorParts {
   events?: MirrorEvents;
   /** For tag TTLs and stale windows; Date by default. */
   clock?: Clock;
+  /** Replicas sharing one bucket; a replica alone by default. */
+  cluster?: { cluster: Cluster; peers: PeerClient; leaseTtlMs: number };
+}
+
+/** A blob as this replica gives it to another one. */
+export interface PeerBlob {
+  size: number;
+  open(range?: ByteRange): Promise<Readable | Buffer>;
 }
 
 export interface Passthrough {
@@ -59,12 +73,14 @@ export class Mirror {
     const clock = parts.clock ?? Date;
     this.cache = cache;
     this.resolver = resolver;
-    const gate = new RepositoryGate(cache, policy.notFoundTtlMs);
+    const cluster = parts.cluster?.cluster ?? new SingleReplica({ id: 'local', url: '' });
+    const gate = new RepositoryGate(cache, policy.notFoundTtlMs, cluster);
     const makeRoom = async (bytes: number): Promise<void> => {
       await this.onDiskFull?.(bytes).catch(() => undefined);
     };
-    this.fills = new BlobFills(cache, log, events, fillLimits, makeRoom);
-    this.manifests = new ManifestService({ cache, policy, log, events, gate, makeRoom, clock });
+    const relay = parts.cluster && cluster.mode !== 'single' ? new FillRelay(cluster, parts.cluster.peers, parts.cluster.leaseTtlMs, log) : undefined;
+    this.fills = new BlobFills(cache, log, events, fillLimits, makeRoom, { cluster, relay, gate });
+    this.manifests = new ManifestService({ cache, policy, log, events, gate, makeRoom, clock, cluster });
     this.blobs = new BlobService(cache, this.fills, gate);
   }
 
@@ -89,6 +105,32 @@ export class Mirror {
   /** Caches a blob without streaming it anywhere (warm-up). */
   prefetchBlob(target: Target, digest: string): Promise<{ fetched: boolean; size: number }> {
     return this.blobs.prefetch(target, digest);
+  }
+
+  /**
+   * A blob for another replica of the cluster: the fill running here (bytes
+   * as they arrive) or the cached copy; undefined when this one has neither.
+   */
+  async peerBlob(reference: string, signal: AbortSignal): Promise<PeerBlob | undefined> {
+    const digest = parseDigest(reference);
+    const fill = await this.fills.forPeer(digest, signal);
+    if (fill && !fill.failure && fill.size !== undefined) {
+      const size = fill.size;
+      return {
+        size,
+        open: async (range) => {
+          try {
+            return fill.reader(range);
+          } catch (err) {
+            if (err instanceof FillUnavailableError) throw unavailable(err.message);
+            throw err;
+          }
+        },
+      };
+    }
+    const record = this.cache.lookupBlob(digest);
+    if (!record) return undefined;
+    return { size: record.size, open: (range) => this.cache.openBlob(digest, record.size, range) };
   }
 
   /** Tag listing, passed through from the upstream (pagination included). */

@@ -1,5 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { Cache } from '../cache/cache.js';
+import type { Cluster } from '../cluster/cluster.js';
 import type { Digest } from '../oci/digest.js';
 import { isRegistryError, manifestUnknown, type RegistryError } from '../oci/errors.js';
 import { MANIFEST_MEDIA_TYPES } from '../oci/media-types.js';
@@ -26,6 +27,8 @@ export class RepositoryGate {
     private readonly cache: Cache,
     /** How long an upstream's "not in this repository" is remembered (cache.notFoundTtl); 0: not at all. */
     refusalTtlMs: number,
+    /** What the other replicas confirmed counts as confirmed here. */
+    private readonly cluster: Cluster,
   ) {
     this.refusals = refusalTtlMs > 0 ? new LRUCache({ max: 10_000, ttl: refusalTtlMs }) : undefined;
   }
@@ -37,6 +40,10 @@ export class RepositoryGate {
     const refused = this.refusals?.get(key);
     if (refused) throw refused;
     const { promise } = this.confirmations.run(key, async () => {
+      if (await this.cluster.isLinked(`${target.registry}/${target.repo}`, digest.value)) {
+        this.cache.linkRepo(target.registry, target.repo, digest.value, { share: false });
+        return;
+      }
       try {
         await confirmUpstream(target, digest, kind);
       } catch (err) {

@@ -36,6 +36,12 @@ export interface BlobStore {
   removeStray?(key: string): Promise<void>;
   /** Cleans up what a crash left (temp files, abandoned uploads); returns how many it removed. */
   sweepIncomplete(): Promise<number>;
+  /**
+   * Aborts every unfinished upload of `digest`, whoever started it: a replica
+   * that took over a fill from a dead one drops what that one left. Stores
+   * without resumable uploads leave it undefined.
+   */
+  abortUploads?(digest: Digest): Promise<number>;
   /** Free and total bytes of a local disk; undefined for stores without one. */
   space(): Promise<{ free: number; total: number } | undefined>;
   /** The object's path below the store's root, for a front server to send, when it is a local file of that size. */

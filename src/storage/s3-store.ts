@@ -209,6 +209,26 @@ export class S3Store implements BlobStore {
     return aborted;
   }
 
+  async abortUploads(digest: Digest): Promise<number> {
+    const key = this.key(digest);
+    let aborted = 0;
+    try {
+      const listed = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.options.bucket, Prefix: key }), this.deadline());
+      for (const upload of listed.Uploads ?? []) {
+        if (upload.Key !== key || !upload.UploadId) continue;
+        try {
+          await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, UploadId: upload.UploadId }), this.deadline());
+          aborted += 1;
+        } catch (err) {
+          if (!isMissing(err)) throw err;
+        }
+      }
+    } catch (err) {
+      throw unavailable(`abort the uploads of ${key}`, err);
+    }
+    return aborted;
+  }
+
   async space(): Promise<undefined> {
     return undefined;
   }

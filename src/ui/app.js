@@ -158,6 +158,17 @@ function renderJobs(data) {
     el('td', { class: 'num' }, String(run.blobsSkipped)))));
 }
 
+function renderCluster(data) {
+  $('cluster-mode').textContent = data.mode === 'single'
+    ? 'A single replica (no cluster.redis configured).'
+    : data.redisConnected ? 'Replicas sharing one bucket and one Redis.' : 'Redis does not answer: this replica serves on its own until it does.';
+  $('replicas').replaceChildren(...data.replicas.map((r) => el('tr', { 'data-replica': r.id },
+    el('td', {}, el('strong', {}, r.id), el('div', { class: 'endpoint' }, r.url || '–')),
+    el('td', {}, r.lastHeartbeatMsAgo < 1000 ? 'just now' : `${(r.lastHeartbeatMsAgo / 1000).toFixed(1)} s ago`),
+    el('td', { class: 'num' }, String(r.fillsInProgress)),
+    el('td', {}, [r.leader ? 'housekeeping' : '', r.self ? 'this one' : ''].filter(Boolean).join(' · ') || '–'))));
+}
+
 function renderImages(data) {
   $('images').replaceChildren(...data.images.slice(0, 15).map((image) => el('tr', {},
     el('td', {}, `${image.upstream}/${image.repo}:${image.tag}`),
@@ -168,9 +179,10 @@ function renderImages(data) {
 
 async function refresh() {
   try {
-    const [stats, upstreams, jobs, images] = await Promise.all([api('/stats'), api('/upstreams'), api('/jobs'), api('/images')]);
+    const [stats, upstreams, jobs, images, cluster] = await Promise.all([api('/stats'), api('/upstreams'), api('/jobs'), api('/images'), api('/cluster')]);
     renderStats(stats);
     renderUpstreams(upstreams);
+    renderCluster(cluster);
     renderJobs(jobs);
     renderImages(images);
     $('status').textContent = `updated ${new Date().toLocaleTimeString()}`;

@@ -4,7 +4,7 @@ import { assertAllowedTarget, guardedLookup, TargetAllowance } from './address-g
 import { VIA_HEADER } from '../oci/headers.js';
 import { EndpointAuth, type Credentials } from './auth.js';
 import type { BreakerOptions } from './circuit-breaker.js';
-import { EndpointState, type RateLimitPolicy } from './endpoint-state.js';
+import { EndpointState, type RateLimitPolicy, type SharedBudget } from './endpoint-state.js';
 import type { RateLimit } from './rate-limit.js';
 import type { TokenCache } from './token-cache.js';
 
@@ -24,6 +24,8 @@ export interface EndpointOptions {
   redirectAllow?: readonly string[];
   /** Told about every response from this endpoint (metrics). */
   observe?: (response: { endpoint: string; method: string; status: number; ms: number }) => void;
+  /** The pull budget shared with the other replicas of a cluster, per endpoint and credential. */
+  sharedBudget?: (endpoint: string, credential: string) => SharedBudget | undefined;
 }
 
 
@@ -85,7 +87,7 @@ export class EndpointClient {
     this.mirror = options.mirror;
     this.allowLinkLocal = options.allowLinkLocal === true;
     this.allowance = new TargetAllowance(url.hostname.replace(/^\[(.*)\]$/, '$1'), options.redirectAllow);
-    this.state = new EndpointState(this.displayUrl, options.credentials?.username || 'anonymous', options.breaker, options.rateLimit, options.log);
+    this.state = new EndpointState(this.displayUrl, options.credentials?.username || 'anonymous', options.breaker, options.rateLimit, options.log, options.sharedBudget?.(this.displayUrl, options.credentials?.username || 'anonymous'));
     this.agent = new Agent({
       connect: { timeout: options.timeouts.connect, ...(this.allowLinkLocal ? {} : { lookup: guardedLookup(this.allowance) }) },
       headersTimeout: options.timeouts.headers,

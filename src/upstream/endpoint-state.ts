@@ -25,6 +25,17 @@ export interface RateLimitPolicy {
   minRemaining: number;
 }
 
+/**
+ * The budget as every replica of a cluster last saw it for this endpoint and
+ * credential: one account, one budget, whichever replica spent it.
+ */
+export interface SharedBudget {
+  /** Tells the other replicas; kept for the budget's window. */
+  publish(rate: { remaining: number; limit?: number; windowSeconds?: number }, windowMs: number): void;
+  /** The latest report of any replica within its window, without a round trip. */
+  read(): { remaining: number } | undefined;
+}
+
 const MANIFEST_PATH = /\/manifests\/[^/]+$/;
 
 /** What one endpoint looks like from here: circuit, latency, errors, rate-limit budget, quota spent. */
@@ -42,6 +53,7 @@ export class EndpointState {
     breaker: BreakerOptions,
     private readonly rateLimitPolicy: RateLimitPolicy,
     private readonly log: Logger,
+    private readonly shared?: SharedBudget,
   ) {
     this.breaker = new CircuitBreaker(breaker);
   }
@@ -56,6 +68,9 @@ export class EndpointState {
     if (!rate) return;
     const before = this.rateLimit?.remaining;
     this.rateLimit = rate;
+    if (rate.remaining !== undefined) {
+      this.shared?.publish({ remaining: rate.remaining, limit: rate.limit, windowSeconds: rate.windowSeconds }, (rate.windowSeconds ?? 21_600) * 1000);
+    }
     const { warnBelow } = this.rateLimitPolicy;
     if (rate.remaining !== undefined && rate.remaining < warnBelow && (before === undefined || before >= warnBelow)) {
       this.log.warn({ endpoint: this.url, credential: this.credential, remaining: rate.remaining, limit: rate.limit, windowSeconds: rate.windowSeconds }, 'upstream pull budget is running low');
@@ -64,6 +79,9 @@ export class EndpointState {
 
   /** Whether the last known budget is under minRemaining and still within its window. */
   budgetLow(now = Date.now()): boolean {
+    // Another replica's report counts as much as ours: its key expires with the window, so no clocks are compared.
+    const shared = this.shared?.read();
+    if (shared) return shared.remaining < this.rateLimitPolicy.minRemaining;
     const rate = this.rateLimit;
     if (rate?.remaining === undefined) return false;
     const windowMs = (rate.windowSeconds ?? 21_600) * 1000;
