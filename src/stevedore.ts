@@ -183,8 +183,9 @@ export async function openCache(config: Config, options: { owner: boolean }): Pr
   let store: BlobStore | undefined;
   try {
     store = await openStore(storeOptions(config, modes));
-    // Blobs relayed from other replicas are spooled locally while the bucket is written by their filler.
-    const spool = config.cluster.redis ? new FsStore(join(config.cache.dir, 'spool'), modes) : undefined;
+    // Fills into a bucket are spooled to the local disk too: readers behind the newest bytes (and
+    // other replicas' streams) read the spool, not memory or a GET of an upload not yet complete.
+    const spool = config.storage.driver === 's3' ? new FsStore(join(config.cache.dir, 'spool'), modes) : undefined;
     await spool?.init();
     const cache = await Cache.open({ database, store, accessFlushIntervalMs: config.cache.accessFlushInterval, owner: options.owner, spool });
     return { database, store, cache };
@@ -241,7 +242,9 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
     ...(peers ? { cluster: { cluster, peers, leaseTtlMs: config.cluster.leaseTtl } } : {}),
   });
   cluster.reportFills(() => mirror.fills.inProgress);
-  const policy = { maxSize: config.cache.maxSize, lowWater: config.cache.lowWater, blobIdleTtlMs: config.cache.blobIdleTtl, gcGraceMs: config.cache.gcGrace, minFree: config.cache.minFreeSpace };
+  const sharedLru = cluster.mode === 'single' ? undefined : { order: () => cluster.accessOrder(), forget: (digests: readonly string[]) => cluster.forgetAccess(digests) };
+  if (sharedLru) cache.access.onFlush = (digests) => cluster.recordAccess(digests);
+  const policy = { maxSize: config.cache.maxSize, lowWater: config.cache.lowWater, blobIdleTtlMs: config.cache.blobIdleTtl, gcGraceMs: config.cache.gcGrace, minFree: config.cache.minFreeSpace, sharedLru };
   // Housekeeping runs on one replica at a time: the one holding the leader lock.
   const leader = (): boolean => cluster.isLeader();
   const sweeper = new CacheSweeper(cache, policy, options.background ? config.cache.sweepInterval : 2 ** 31 - 1, log, leader);

@@ -10,6 +10,8 @@ export class AccessRecorder {
 
   /** Told when a batch cannot be written (a full disk, say); the batch is dropped, serving goes on. */
   onError: ((err: unknown) => void) | undefined;
+  /** Told the digests of every batch, for a cluster-wide LRU. */
+  onFlush: ((digests: string[]) => void) | undefined;
 
   constructor(private readonly index: CacheIndex, intervalMs: number) {
     this.timer = setInterval(() => {
@@ -23,12 +25,21 @@ export class AccessRecorder {
   }
 
   record(digest: string, at = Date.now()): void {
+    this.note(digest, at, 1);
+  }
+
+  /** An access that is not a hit (the blob was just stored): recency only. */
+  touch(digest: string, at = Date.now()): void {
+    this.note(digest, at, 0);
+  }
+
+  private note(digest: string, at: number, hits: number): void {
     const entry = this.pending.get(digest);
     if (entry) {
       entry.at = at;
-      entry.hits += 1;
+      entry.hits += hits;
     } else {
-      this.pending.set(digest, { digest, at, hits: 1 });
+      this.pending.set(digest, { digest, at, hits });
     }
   }
 
@@ -36,6 +47,7 @@ export class AccessRecorder {
     if (this.pending.size === 0) return;
     const batch = this.pending;
     this.pending = new Map();
+    this.onFlush?.([...batch.keys()]);
     this.index.recordAccess(batch.values());
   }
 

@@ -124,7 +124,7 @@ export class Cache {
       const sweptTempFiles = await options.store.sweepIncomplete();
       recovery = { sweptTempFiles, ...(await reconcile(index, options.store)) };
       options.database.jobs.abandonRunning();
-      if (options.spool) recovery.sweptTempFiles += await options.spool.sweepIncomplete();
+      if (options.spool) recovery.sweptSpoolFiles = await options.spool.sweepIncomplete();
     }
     return new Cache(index, options.store, options.accessFlushIntervalMs, recovery, options.spool);
   }
@@ -370,6 +370,7 @@ export class Cache {
       this.index.putBlob({ digest, size: fill.bytesReceived, now: Date.now() });
       this.link(from.upstream, from.repo, digest);
     });
+    this.access.touch(digest);
     this.content.mark(digest);
     this.grew(fill.bytesReceived);
   }

@@ -13,6 +13,19 @@ export interface EvictionPolicy {
   gcGraceMs: number;
   /** Free space to keep on the cache's disk: a fraction of it, or bytes. Zero: no floor. */
   minFree: MinFreeSpace;
+  /**
+   * Replicas sharing a bucket: the quota counts every object in the store (a
+   * listing), and recency is the cluster's, fed by every replica's accesses.
+   */
+  sharedLru?: SharedLru;
+}
+
+/** The cluster-wide LRU, as the replica doing the housekeeping reads it. */
+export interface SharedLru {
+  /** Digests accessed anywhere in the cluster, least recently used first. */
+  order(): Promise<string[] | undefined>;
+  /** Drops digests that are gone from the store. */
+  forget(digests: readonly string[]): Promise<void>;
 }
 
 export type MinFreeSpace = { fraction: number } | { bytes: number };
@@ -67,8 +80,12 @@ export async function sweep(cache: Cache, policy: EvictionPolicy, options: { dry
     report.removed.push({ digest: candidate.digest, size: candidate.size, reason });
   };
 
-  for (const candidate of cache.index.idleSince(now - policy.blobIdleTtlMs)) await take(candidate, 'idle');
-  for (const candidate of cache.index.unreferencedSince(now - policy.gcGraceMs)) await take(candidate, 'unreferenced');
+  // Idleness and references are what this index saw: in a cluster, other replicas served and
+  // referenced what this one never did, so only the quota over the shared LRU applies there.
+  if (!policy.sharedLru) {
+    for (const candidate of cache.index.idleSince(now - policy.blobIdleTtlMs)) await take(candidate, 'idle');
+    for (const candidate of cache.index.unreferencedSince(now - policy.gcGraceMs)) await take(candidate, 'unreferenced');
+  }
 
   const seen = new Set<string>();
   /** Takes least recently used blobs for `reason` until `enough()` holds or none are left. */
@@ -85,7 +102,9 @@ export async function sweep(cache: Cache, policy: EvictionPolicy, options: { dry
     }
   };
 
-  if (policy.maxSize > 0 && projected > policy.maxSize) {
+  if (policy.sharedLru && cache.store.shared && policy.maxSize > 0) {
+    await evictClusterLru(cache, policy, policy.sharedLru, take, report);
+  } else if (policy.maxSize > 0 && projected > policy.maxSize) {
     const target = Math.floor(policy.maxSize * policy.lowWater);
     await evictLru('quota', () => projected <= target);
   }
@@ -103,4 +122,39 @@ export async function sweep(cache: Cache, policy: EvictionPolicy, options: { dry
   }
   report.cacheBytes = dryRun ? projected : cache.bytes;
   return report;
+}
+
+/**
+ * The quota over a bucket several replicas write: the listing says what is
+ * stored (whichever replica stored it), the cluster's LRU in which order it
+ * goes. Objects no replica accessed since the LRU began go first, the least
+ * recently used next; pinned and leased ones stay.
+ */
+async function evictClusterLru(
+  cache: Cache,
+  policy: EvictionPolicy,
+  lru: SharedLru,
+  take: (candidate: EvictionCandidate, reason: EvictionReason) => Promise<void>,
+  report: SweepReport,
+): Promise<void> {
+  const sizes = new Map<string, number>();
+  let stored = 0;
+  for await (const entry of cache.store.list()) {
+    if (!entry.digest) continue;
+    sizes.set(entry.digest.value, entry.size);
+    stored += entry.size;
+  }
+  const order = (await lru.order()) ?? [];
+  await lru.forget(order.filter((digest) => !sizes.has(digest)));
+  if (stored <= policy.maxSize) return;
+  const target = Math.floor(policy.maxSize * policy.lowWater);
+  const accessed = new Set(order);
+  const candidates = [...[...sizes.keys()].filter((digest) => !accessed.has(digest)), ...order.filter((digest) => sizes.has(digest))];
+  const before = report.bytes;
+  for (const digest of candidates) {
+    if (stored - (report.bytes - before) <= target) break;
+    if (cache.index.isPinned(digest)) continue;
+    await take({ digest, size: sizes.get(digest)!, mediaType: null, lastAccess: 0 }, 'quota');
+  }
+  await lru.forget(report.removed.map((r) => r.digest));
 }

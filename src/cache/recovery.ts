@@ -7,6 +7,8 @@ import type { CacheIndex } from './cache-index.js';
 
 export interface RecoveryReport {
   sweptTempFiles: number;
+  /** Spool files of fills a crash cut short (a bucket's local copies). */
+  sweptSpoolFiles?: number;
   /** Index entries whose object was missing. */
   droppedEntries: number;
   /** Objects with no index entry whose digest checked out. */
@@ -36,7 +38,7 @@ export async function hashStored(store: BlobStore, digest: Digest): Promise<{ di
  * if their digest checks out, removed otherwise. A shared store (a bucket) is
  * not walked: other instances write it, and an index miss looks there anyway.
  */
-export async function reconcile(index: CacheIndex, store: BlobStore): Promise<Omit<RecoveryReport, 'sweptTempFiles'>> {
+export async function reconcile(index: CacheIndex, store: BlobStore): Promise<Omit<RecoveryReport, 'sweptTempFiles' | 'sweptSpoolFiles'>> {
   const report = { droppedEntries: 0, adoptedFiles: 0, removedFiles: 0 };
   if (store.shared) return report;
   const indexed = new Set<string>();

@@ -105,6 +105,12 @@ export interface Cluster {
   publishRateLimit(key: string, rate: SharedRateLimit, ttlMs: number): void;
   /** The latest budget any replica saw for `key` (refreshed in the background; no round trip). */
   rateLimit(key: string): SharedRateLimit | undefined;
+  /** Notes accesses of cached digests in the cluster-wide LRU (one batch per access flush). */
+  recordAccess(digests: readonly string[]): void;
+  /** Digests accessed anywhere in the cluster, least recently used first; undefined without a shared view. */
+  accessOrder(): Promise<string[] | undefined>;
+  /** Drops digests from the cluster-wide LRU. */
+  forgetAccess(digests: readonly string[]): Promise<void>;
   replicas(): Promise<ReplicaInfo[]>;
   /** How many fills this replica runs, for its heartbeat. */
   reportFills(count: () => number): void;

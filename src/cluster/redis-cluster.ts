@@ -45,6 +45,12 @@ const RELEASE = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] == 'stored' then redis.call('SET', KEYS[1], 'stored', 'PX', ARGV[3]) else redis.call('DEL', KEYS[1]) end
 return 1`;
+// Evicted digests: their "stored" marks go too, so the next claim fills them again.
+const UNMARK = `
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == 'stored' then redis.call('DEL', key) end
+end
+return 0`;
 const LEAD = `
 local held = redis.call('GET', KEYS[1])
 if held == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
@@ -57,6 +63,7 @@ interface LeaseCommands {
   confirmLease(lease: string, value: string, ttl: number): Promise<number>;
   releaseLease(lease: string, value: string, outcome: string, storedMs: number): Promise<number>;
   lead(leader: string, id: string, ttl: number): Promise<number>;
+  unmarkStored(count: number, ...keys: string[]): Promise<number>;
 }
 
 /** The URL with its password masked, for logs. */
@@ -73,7 +80,7 @@ export function redactRedisUrl(url: string): string {
 /**
  * Replicas sharing one Redis: fill leases with fencing tokens, shared tag
  * and 404 answers and pull budgets, a leader lock for housekeeping, a
- * registry of replicas. Every expiry is a Redis key
+ * registry of replicas, and the cluster-wide LRU. Every expiry is a Redis key
  * TTL, never a comparison of clocks across machines. When Redis does not
  * answer, each call fails over to this replica alone (its own single flight),
  * and the cluster comes back when Redis does.
@@ -117,6 +124,7 @@ export class RedisCluster implements Cluster {
     this.redis.defineCommand('confirmLease', { numberOfKeys: 1, lua: CONFIRM });
     this.redis.defineCommand('releaseLease', { numberOfKeys: 1, lua: RELEASE });
     this.redis.defineCommand('lead', { numberOfKeys: 1, lua: LEAD });
+    this.redis.defineCommand('unmarkStored', { lua: UNMARK });
     this.redis.on('ready', () => {
       this.ready = true;
       if (this.outageLogged) options.log.warn({ redis: redactRedisUrl(options.url) }, 'Redis answers again: the cluster shares fills and answers again');
@@ -298,6 +306,35 @@ export class RedisCluster implements Cluster {
       });
     } catch (err) {
       this.failed('budget read', err);
+    }
+  }
+
+  /** A batch goes in scored by a cluster-wide counter, never by any machine's clock. */
+  recordAccess(digests: readonly string[]): void {
+    if (!this.ready || digests.length === 0) return;
+    void (async () => {
+      const tick = await this.redis.incr('access-clock');
+      await this.redis.zadd('access', ...digests.flatMap((d) => [tick, d]));
+    })().catch((err: unknown) => this.failed('access write', err));
+  }
+
+  async accessOrder(): Promise<string[] | undefined> {
+    if (!this.ready) return undefined;
+    try {
+      return await this.redis.zrange('access', '0', '-1');
+    } catch (err) {
+      this.failed('access read', err);
+      return undefined;
+    }
+  }
+
+  async forgetAccess(digests: readonly string[]): Promise<void> {
+    if (!this.ready || digests.length === 0) return;
+    try {
+      await this.redis.zrem('access', ...digests);
+      await this.redis.unmarkStored(digests.length, ...digests.map((d) => this.key('fill', d)));
+    } catch (err) {
+      this.failed('access write', err);
     }
   }
 

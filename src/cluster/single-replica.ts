@@ -48,6 +48,14 @@ export class SingleReplica implements Cluster {
     return undefined;
   }
 
+  recordAccess(): void {}
+
+  async accessOrder(): Promise<string[] | undefined> {
+    return undefined;
+  }
+
+  async forgetAccess(): Promise<void> {}
+
   async replicas(): Promise<ReplicaInfo[]> {
     return [{ id: this.self.id, url: this.self.url, startedAt: this.startedAt, lastHeartbeatMsAgo: 0, fillsInProgress: this.fills(), leader: true, self: true }];
   }
