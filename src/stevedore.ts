@@ -183,9 +183,9 @@ export async function openCache(config: Config, options: { owner: boolean }): Pr
   let store: BlobStore | undefined;
   try {
     store = await openStore(storeOptions(config, modes));
-    // Fills into a bucket are spooled to the local disk too: readers behind the newest bytes (and
-    // other replicas' streams) read the spool, not memory or a GET of an upload not yet complete.
-    const spool = config.storage.driver === 's3' ? new FsStore(join(config.cache.dir, 'spool'), modes) : undefined;
+    // In a cluster, fills are spooled to the local disk too: streams of other replicas that join
+    // late read the spool back, and blobs relayed from the filling replica land there.
+    const spool = config.cluster.redis ? new FsStore(join(config.cache.dir, 'spool'), modes) : undefined;
     await spool?.init();
     const cache = await Cache.open({ database, store, accessFlushIntervalMs: config.cache.accessFlushInterval, owner: options.owner, spool });
     return { database, store, cache };
@@ -242,7 +242,7 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
     ...(peers ? { cluster: { cluster, peers, leaseTtlMs: config.cluster.leaseTtl } } : {}),
   });
   cluster.reportFills(() => mirror.fills.inProgress);
-  const sharedLru = cluster.mode === 'single' ? undefined : { order: () => cluster.accessOrder(), forget: (digests: readonly string[]) => cluster.forgetAccess(digests) };
+  const sharedLru = cluster.mode === 'single' ? undefined : { order: () => cluster.accessOrder(), forget: (digests: readonly string[]) => cluster.forgetStored(digests) };
   if (sharedLru) cache.access.onFlush = (digests) => cluster.recordAccess(digests);
   const policy = { maxSize: config.cache.maxSize, lowWater: config.cache.lowWater, blobIdleTtlMs: config.cache.blobIdleTtl, gcGraceMs: config.cache.gcGrace, minFree: config.cache.minFreeSpace, sharedLru };
   // Housekeeping runs on one replica at a time: the one holding the leader lock.

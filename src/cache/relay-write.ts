@@ -106,7 +106,10 @@ export function spooledWrite(write: BlobWrite, spool: BlobWrite): BlobWrite {
   };
   return {
     async write(chunks) {
-      await Promise.all([write.write(chunks), spool.write(chunks)]);
+      // The spool first: when it is full, the retry after making room must not hand the
+      // shared store the same bytes twice. A failing shared store is never retried.
+      await spool.write(chunks);
+      await write.write(chunks);
     },
     readBack: (position, length) => spool.readBack!(position, length),
     commit: () => write.commit(),

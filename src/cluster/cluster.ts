@@ -109,8 +109,8 @@ export interface Cluster {
   recordAccess(digests: readonly string[]): void;
   /** Digests accessed anywhere in the cluster, least recently used first; undefined without a shared view. */
   accessOrder(): Promise<string[] | undefined>;
-  /** Drops digests from the cluster-wide LRU. */
-  forgetAccess(digests: readonly string[]): Promise<void>;
+  /** Digests no longer in the bucket: out of the cluster-wide LRU, and claims of them fill again. */
+  forgetStored(digests: readonly string[]): Promise<void>;
   replicas(): Promise<ReplicaInfo[]>;
   /** How many fills this replica runs, for its heartbeat. */
   reportFills(count: () => number): void;

@@ -21,6 +21,8 @@ export interface RedisClusterOptions {
 
 /** How long "stored" stays on a lease key once its fill committed: claimers then read the bucket. */
 const STORED_MARK_MS = 5 * 60_000;
+/** Every how many heartbeats the leader prunes the replica registry. */
+const PRUNE_EVERY_BEATS = 20;
 /** How often the latest shared pull budgets are read. */
 const RATE_REFRESH_MS = 2_000;
 
@@ -95,6 +97,7 @@ export class RedisCluster implements Cluster {
   private readonly startedAt = Date.now();
   private fills: () => number = () => 0;
   private leaderUntil = 0;
+  private beats = 0;
   private ready = false;
   /** Whether the failure of Redis was logged in this episode. */
   private outageLogged = false;
@@ -230,6 +233,8 @@ export class RedisCluster implements Cluster {
       const leading = await this.redis.lead('leader', this.self.id, ttl);
       // Counted from before the call: the lock is surely ours until then, by our own clock alone.
       this.leaderUntil = leading === 1 ? sent + ttl - this.heartbeatMs : 0;
+      // The leader drops replicas whose heartbeat lapsed from the registry now and then.
+      if (leading === 1 && ++this.beats % PRUNE_EVERY_BEATS === 0) await this.listReplicas();
     } catch (err) {
       this.failed('heartbeat', err);
     }
@@ -291,7 +296,8 @@ export class RedisCluster implements Cluster {
 
   rateLimit(key: string): SharedRateLimit | undefined {
     this.watchedRates.add(key);
-    return this.rates.get(key);
+    // While Redis is away the shared view ages without expiring: each replica goes by its own.
+    return this.ready ? this.rates.get(key) : undefined;
   }
 
   private async refreshRates(): Promise<void> {
@@ -328,7 +334,7 @@ export class RedisCluster implements Cluster {
     }
   }
 
-  async forgetAccess(digests: readonly string[]): Promise<void> {
+  async forgetStored(digests: readonly string[]): Promise<void> {
     if (!this.ready || digests.length === 0) return;
     try {
       await this.redis.zrem('access', ...digests);

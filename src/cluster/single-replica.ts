@@ -54,7 +54,7 @@ export class SingleReplica implements Cluster {
     return undefined;
   }
 
-  async forgetAccess(): Promise<void> {}
+  async forgetStored(): Promise<void> {}
 
   async replicas(): Promise<ReplicaInfo[]> {
     return [{ id: this.self.id, url: this.self.url, startedAt: this.startedAt, lastHeartbeatMsAgo: 0, fillsInProgress: this.fills(), leader: true, self: true }];

@@ -62,6 +62,9 @@ export class StoredElsewhereError extends Error {
   }
 }
 
+/** How long a replica's request for a fill still queued here waits before it is told so. */
+const PEER_QUEUED_ANSWER_MS = 5_000;
+
 /** How many times a relayed fill looks for a new source before giving up. */
 const MAX_RELAY_ROUNDS = 8;
 
@@ -152,11 +155,26 @@ export class BlobFills {
    * The fill of `digest` for another replica's request: undefined when none
    * runs here. The request keeps a queued fill alive as a client would.
    */
-  async forPeer(digest: Digest, signal: AbortSignal): Promise<FillHandle | undefined> {
+  async forPeer(digest: Digest, signal: AbortSignal): Promise<FillHandle | 'queued' | undefined> {
     const entry = this.active.get(digest.value);
     if (!entry) return undefined;
     entry.interest.add(signal);
-    return entry.fill.catch(() => undefined);
+    // A fill still waiting for an upstream slot is said so soon, so the asking replica waits for it, not on a socket.
+    let timer: NodeJS.Timeout | undefined;
+    const queued = new Promise<'queued'>((resolve) => {
+      timer = setTimeout(() => resolve('queued'), PEER_QUEUED_ANSWER_MS);
+    });
+    try {
+      return await Promise.race([entry.fill.catch(() => undefined), queued]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** A claim said another replica stored `digest`, but the store does not have it: the next claim fills it. */
+  async storedMarkWrong(digest: Digest): Promise<void> {
+    this.log.warn({ digest: digest.value }, 'a replica marked this blob stored, but the store does not have it; filling it again');
+    await this.sharing.cluster.forgetStored([digest.value]);
   }
 
   /** The fill of `digest` under way, if any, as its readers see it. */

@@ -55,17 +55,8 @@ export class BlobService {
       this.gate.record(target, digest);
       if (size !== undefined) return { digest: digest.value, size, cache: 'pass', open: () => Promise.reject(new Error('HEAD has no body')) };
     }
-    let joined: { fill: FillHandle; shared: boolean };
-    try {
-      joined = await this.joinFill(target, digest, requester);
-    } catch (err) {
-      // Another replica stored it between our look at the store and our claim.
-      if (!(err instanceof StoredElsewhereError)) throw err;
-      const adopted = await this.cache.adoptBlob(digest);
-      if (!adopted) throw unavailable(`${digest.value} was stored by another replica, but the store does not have it`);
-      return this.get(target, reference, head, requester);
-    }
-    const { fill, shared } = joined;
+    const { fill, shared } = await this.joinOrAdopt(target, digest, requester);
+    if (!fill) return this.get(target, reference, head, requester);
     if (fill.failure) throw unavailable(`fetching ${digest.value} from upstream failed: ${fill.failure.message}`);
     return { digest: digest.value, size: fill.size!, cache: shared ? 'coalesced' : 'miss', open: async (range) => this.readFill(fill, range) };
   }
@@ -78,16 +69,8 @@ export class BlobService {
       await this.gate.admit(target, digest, 'blob');
       return { fetched: false, size: record.size };
     }
-    let fill: FillHandle;
-    try {
-      ({ fill } = await this.joinFill(target, digest));
-    } catch (err) {
-      if (!(err instanceof StoredElsewhereError)) throw err;
-      const adopted = await this.cache.adoptBlob(digest);
-      if (!adopted) throw unavailable(`${digest.value} was stored by another replica, but the store does not have it`);
-      await this.gate.admit(target, digest, 'blob');
-      return { fetched: false, size: adopted.size };
-    }
+    const { fill } = await this.joinOrAdopt(target, digest);
+    if (!fill) return this.prefetch(target, reference);
     await fill.done;
     return { fetched: true, size: fill.size! };
   }
@@ -98,10 +81,29 @@ export class BlobService {
       return await this.cache.openBlob(digest, size, range);
     } catch (err) {
       if (!(err instanceof CacheMissError)) throw err;
-      const { fill } = await this.joinFill(target, digest, requester);
+      const { fill } = await this.joinOrAdopt(target, digest, requester);
+      if (!fill) return this.cache.openBlob(digest, size, range);
       if (fill.size !== size) throw unavailable(`${digest.value} changed size upstream (${fill.size ?? 'unknown'} ≠ ${size})`);
       return this.readFill(fill, range);
     }
+  }
+
+  /**
+   * Joins (or starts) the fill; when a claim says another replica has just
+   * stored the blob, adopts it instead (no fill: the cache has it now). A
+   * stored mark whose object is gone is dropped, and the fill starts.
+   */
+  private async joinOrAdopt(target: Target, digest: Digest, requester?: Requester): Promise<{ fill?: FillHandle; shared: boolean }> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        return await this.joinFill(target, digest, requester);
+      } catch (err) {
+        if (!(err instanceof StoredElsewhereError)) throw err;
+        if (await this.cache.adoptBlob(digest)) return { shared: true };
+        await this.fills.storedMarkWrong(digest);
+      }
+    }
+    throw unavailable(`${digest.value}: another replica says it stored it, but the store does not have it`);
   }
 
   private async joinFill(target: Target, digest: Digest, requester?: Requester, attempt = 0): Promise<{ fill: FillHandle; shared: boolean }> {

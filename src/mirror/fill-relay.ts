@@ -17,6 +17,8 @@ export type Feed =
 const DISTRUST_MS = 10 * 60_000;
 /** The pause before asking again after a replica answered without the blob (its fill just ended, say). */
 const REFUSED_PAUSE_MS = 200;
+/** The pause before asking again a replica whose fill of the blob is queued. */
+const QUEUED_PAUSE_MS = 1_000;
 
 /**
  * Finds, for a replica that is not filling a blob, who can give it the bytes:
@@ -44,7 +46,8 @@ export class FillRelay {
    * named; `gone` a replica whose stream just broke.
    */
   async locate(digest: string, offset: number, signal: AbortSignal, owner?: Peer, gone?: string): Promise<Feed> {
-    const deadline = performance.now() + 2 * this.leaseTtlMs + 5_000;
+    const patience = 2 * this.leaseTtlMs + 5_000;
+    let deadline = performance.now() + patience;
     let dead = gone;
     let next = owner;
     for (let round = 0; round < 1000 && !signal.aborted; round++) {
@@ -61,7 +64,11 @@ export class FillRelay {
           return { kind: 'peer', peer: next, stream: await this.peers.open(next, digest, offset, signal) };
         } catch (err) {
           if (signal.aborted) throw err;
-          if (err instanceof PeerRefusedError && err.status !== 401) {
+          if (err instanceof PeerRefusedError && err.status === 429) {
+            // Alive, with the fill queued for an upstream slot: wait for it, however long the queue.
+            deadline = performance.now() + patience;
+            pause = QUEUED_PAUSE_MS;
+          } else if (err instanceof PeerRefusedError && err.status !== 401) {
             pause = REFUSED_PAUSE_MS;
           } else {
             dead = next.id;
@@ -71,7 +78,7 @@ export class FillRelay {
       }
       const left = deadline - performance.now();
       if (left <= 0) break;
-      if (pause === REFUSED_PAUSE_MS) await delay(Math.min(pause, left));
+      if (pause !== this.leaseTtlMs) await delay(Math.min(pause, left));
       else await this.cluster.leaseLapse(digest, Math.min(left, pause));
       next = undefined;
     }

@@ -89,7 +89,7 @@ export class ManifestService {
       if (isRegistryError(err) && err.code === 'MANIFEST_UNKNOWN' && err.outcome === undefined) {
         if (this.policy.notFoundTtlMs > 0) {
           this.notFound.set(key, err);
-          await this.cluster.putNotFound(sharedNotFoundKey(target, reference), this.policy.notFoundTtlMs);
+          await this.cluster.putNotFound(sharedTagKey(target, reference, accept), this.policy.notFoundTtlMs);
         }
         // The upstream was asked and said 404: a miss, as the repeats are notfound_cached.
         throw withOutcome(err, 'miss');
@@ -129,7 +129,7 @@ export class ManifestService {
       }
       if (cached) return this.revalidate(target, tag, accept, head, row, cached);
     } else if (this.cache.store.shared) {
-      if (this.policy.notFoundTtlMs > 0 && (await this.cluster.isNotFound(sharedNotFoundKey(target, tag)))) throw sharedNotFound(target, tag);
+      if (this.policy.notFoundTtlMs > 0 && (await this.cluster.isNotFound(sharedTagKey(target, tag, accept)))) throw sharedNotFound(target, tag);
       const found = await this.resolveToStored(target, tag, accept);
       if (found) return this.answer(found, accept, head, 'hit', target);
     }
@@ -237,7 +237,7 @@ export class ManifestService {
 
   /** GETs a manifest, verifies its digest, and stores it before anyone sees it. */
   private async fetchAndStore(target: Target, reference: string, accept: readonly string[], expected?: Digest): Promise<Stored> {
-    if (this.policy.notFoundTtlMs > 0 && (await this.cluster.isNotFound(sharedNotFoundKey(target, reference)))) throw sharedNotFound(target, reference);
+    if (this.policy.notFoundTtlMs > 0 && (await this.cluster.isNotFound(sharedTagKey(target, reference, accept)))) throw sharedNotFound(target, reference);
     const fetched = await target.upstream.fetchManifest(target.repo, reference, accept, this.policy.maxManifestBytes, target.via);
     this.events.upstreamBytes(target.registry, fetched.bytes.length);
     const mediaType = manifestMediaType(fetched.bytes, fetched.contentType);
@@ -313,7 +313,7 @@ export class ManifestService {
 }
 
 /**
- * A tag's key across replicas: by the manifest types the client accepts, as
+ * A tag's (or a 404's) key across replicas: by the manifest types the client accepts, as
  * a set, since the upstream's answer depends on them (an index, or one
  * platform's manifest for a client without index support), not on their order.
  */
@@ -322,10 +322,6 @@ function sharedTagKey(target: Target, tag: string, accept: readonly string[]): s
   return `${target.registry}/${target.repo}:${tag}|${types.join(',')}`;
 }
 
-/** A 404 is shared whatever the Accept header was. */
-function sharedNotFoundKey(target: Target, reference: string): string {
-  return `${target.registry}/${target.repo}:${reference}`;
-}
 
 /** What another replica heard from the upstream within notFoundTtl. */
 function sharedNotFound(target: Target, reference: string): RegistryError {

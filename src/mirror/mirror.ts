@@ -6,7 +6,7 @@ import type { PeerClient } from '../cluster/peer-client.js';
 import { SingleReplica } from '../cluster/single-replica.js';
 import type { ByteRange } from '../oci/byte-range.js';
 import { parseDigest } from '../oci/digest.js';
-import { manifestUnknown, nameUnknown, unavailable } from '../oci/errors.js';
+import { manifestUnknown, nameUnknown, tooManyRequests, unavailable } from '../oci/errors.js';
 import type { Logger } from '../log.js';
 import { header, type UpstreamRegistry } from '../upstream/upstream-registry.js';
 import { BlobFills, type FillEvents, type FillLimits, type Requester } from './blob-fills.js';
@@ -114,6 +114,7 @@ export class Mirror {
   async peerBlob(reference: string, signal: AbortSignal): Promise<PeerBlob | undefined> {
     const digest = parseDigest(reference);
     const fill = await this.fills.forPeer(digest, signal);
+    if (fill === 'queued') throw tooManyRequests(1, `the fill of ${digest.value} waits for an upstream slot here`);
     if (fill && !fill.failure && fill.size !== undefined) {
       const size = fill.size;
       return {

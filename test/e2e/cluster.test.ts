@@ -309,6 +309,16 @@ cluster.test('a replica that sends wrong bytes is caught by the digest: the clie
   }
 });
 
+cluster.test('a stored mark whose object is not in the bucket does not stop the fill', { timeout: 60_000 }, async () => {
+  const blob = await pushBlob(registry.url, 'acme/big', { size: 2 * MiB, seed: 'cluster-stale-mark' });
+  const [replicasKey] = await redis.keys('*:replicas');
+  assert.ok(replicasKey);
+  await redis.command('SET', `${replicasKey.slice(0, -'replicas'.length)}fill:${blob.digest}`, 'stored', 'PX', '60000');
+  hub.resetStats();
+  assert.deepEqual(await pullBlob(`${replicas[1]!.url}/v2/acme/big/blobs/${blob.digest}`), { status: 200, digest: blob.digest, bytes: blob.size });
+  assert.equal(blobGets(blob.digest), 1);
+});
+
 cluster.test('redis-server killed mid-test: pulls keep succeeding, each replica alone, and the shared dedup returns when it restarts', { timeout: 180_000 }, async () => {
   await redis.kill();
   await waitForAsync('every replica to notice', async () => (await Promise.all(replicas.map(clusterView))).every((v) => !v.redisConnected), 30_000);
