@@ -1,5 +1,5 @@
 import { parseDigest } from '../oci/digest.js';
-import type { Cache } from './cache.js';
+import { isDiskFull, type Cache } from './cache.js';
 import type { EvictionCandidate } from './cache-index.js';
 
 export interface EvictionPolicy {
@@ -59,7 +59,12 @@ const LRU_BATCH = 500;
 export async function sweep(cache: Cache, policy: EvictionPolicy, options: { dryRun?: boolean; now?: number; needFreeBytes?: number } = {}): Promise<SweepReport> {
   const now = options.now ?? Date.now();
   const dryRun = options.dryRun ?? false;
-  cache.access.flush(); // LRU order must include the latest hits
+  try {
+    cache.access.flush(); // LRU order must include the latest hits
+  } catch (err) {
+    // A full disk cannot take them: sweep by the order the index has, which is what frees it.
+    if (!isDiskFull(err)) throw err;
+  }
   const report: SweepReport = { removed: [], bytes: 0, skippedInUse: 0, cacheBytes: cache.bytes, dryRun };
   const gone = new Set<string>();
   let projected = cache.bytes;
