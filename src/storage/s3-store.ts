@@ -434,8 +434,9 @@ class S3Write implements BlobWrite {
     this.ended = true;
     try {
       if (!this.streamed && !this.uploadId) {
-        const body = Buffer.concat(this.pending, this.pendingBytes);
-        await this.client.send(new PutObjectCommand({ Bucket: this.options.bucket, Key: this.key, Body: body, ContentLength: body.length }), this.deadline());
+        // The fill's own buffers, streamed: no copy of the blob is made for the request.
+        const body = Readable.from(this.pending, { objectMode: false });
+        await this.client.send(new PutObjectCommand({ Bucket: this.options.bucket, Key: this.key, Body: body, ContentLength: this.pendingBytes }), this.deadline());
         return;
       }
       if (this.current) throw new Error(`${this.key}: ${this.received} of ${this.expectedSize} bytes written`);
