@@ -56,11 +56,11 @@ export async function skopeoPull(host: string, ref: string, credentials?: string
  */
 const execFileAsync = promisify(execFile);
 
-export async function parallelGets(url: string, n: number, expectedBytes: number): Promise<number> {
+export async function parallelGets(url: string, n: number, expectedBytes: number, options: { followRedirects?: boolean } = {}): Promise<number> {
   const started = performance.now();
   await Promise.all(
     Array.from({ length: n }, async () => {
-      const { stdout } = await execFileAsync('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', url], { timeout: 600_000 });
+      const { stdout } = await execFileAsync('curl', ['-sS', ...(options.followRedirects ? ['-L'] : []), '-o', '/dev/null', '-w', '%{http_code} %{size_download}', url], { timeout: 600_000 });
       const [status, bytes] = stdout.trim().split(' ').map(Number);
       if (status !== 200 || bytes !== expectedBytes) throw new Error(`${url}: ${status}, ${bytes} of ${expectedBytes} bytes`);
     }),
