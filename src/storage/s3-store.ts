@@ -267,16 +267,20 @@ interface StreamedPart {
  * the bytes arrive, with the socket's backpressure, and nothing is held for it.
  * Otherwise parts are gathered from the fill's own buffers (views, never
  * copies), one in flight while the next gathers. A blob no larger than a part
- * is a single PUT. Nothing is visible under the key until commit() completes
- * the upload, after the digest verified.
+ * is a single PUT, streamed the same way when its size is known, with its last
+ * byte held back: nothing is visible under the key until commit() completes
+ * the PUT or the upload, after the digest verified.
  */
 class S3Write implements BlobWrite {
-  private readonly streamed: boolean;
+  /** Streamed parts, a streamed single PUT, or gathered bytes (size unknown). */
+  private readonly mode: 'parts' | 'put' | 'gathered';
   private received = 0;
   private partsStarted = 0;
   /** Completed parts, by part number less one. */
   private readonly parts: { PartNumber: number; ETag: string }[] = [];
   private current: StreamedPart | undefined;
+  /** The streamed PUT's last byte, sent by commit(): the PUT cannot complete before the digest verified. */
+  private held: Buffer | undefined;
   /** The part sent last, streamed or gathered: the next one waits for it. */
   private previous: Promise<void> = Promise.resolve();
   /** Bytes not yet in a part (gathered mode and single PUTs). */
@@ -295,12 +299,12 @@ class S3Write implements BlobWrite {
     private readonly journal: UploadJournal,
     private readonly expectedSize: number | undefined,
   ) {
-    this.streamed = expectedSize !== undefined && expectedSize > options.partSizeBytes;
+    this.mode = expectedSize === undefined || expectedSize === 0 ? 'gathered' : expectedSize > options.partSizeBytes ? 'parts' : 'put';
   }
 
   async write(chunks: Buffer[]): Promise<void> {
     if (this.failure) throw this.failure;
-    if (this.streamed) {
+    if (this.mode !== 'gathered') {
       for (const chunk of chunks) await this.stream(chunk);
     } else {
       for (const chunk of chunks) {
@@ -318,7 +322,7 @@ class S3Write implements BlobWrite {
     if (this.failure) throw this.failure;
   }
 
-  /** Splits a chunk at part boundaries and streams it into the parts it belongs to. */
+  /** Splits a chunk at part boundaries and streams it into the parts (or the PUT) it belongs to. */
   private async stream(chunk: Buffer): Promise<void> {
     let rest = chunk;
     // Bounded: each round consumes bytes of the chunk or ends a part.
@@ -329,13 +333,17 @@ class S3Write implements BlobWrite {
         this.failure = new StoreUnavailableError(`${this.key}: more bytes than the ${this.expectedSize} announced`);
         throw this.failure;
       }
-      const part = this.current ?? (await this.startStreamedPart());
-      const bytes = rest.subarray(0, part.remaining);
+      const part = this.current ?? (await (this.mode === 'put' ? this.startPut() : this.startStreamedPart()));
+      let bytes = rest.subarray(0, part.remaining);
       rest = rest.subarray(bytes.length);
       part.remaining -= bytes.length;
       this.received += bytes.length;
+      if (this.mode === 'put' && part.remaining === 0) {
+        this.held = bytes.subarray(bytes.length - 1);
+        bytes = bytes.subarray(0, bytes.length - 1);
+      }
       const open = part.body.write(bytes);
-      if (part.remaining === 0) {
+      if (part.remaining === 0 && this.mode === 'parts') {
         part.body.end();
         this.previous = part.sent;
         this.current = undefined;
@@ -358,6 +366,21 @@ class S3Write implements BlobWrite {
       body.destroy();
     });
     this.current = { body, remaining: length, sent };
+    return this.current;
+  }
+
+  /** The single PUT of a blob no larger than a part, its body streamed as the bytes arrive. */
+  private startPut(): StreamedPart {
+    const body = new PassThrough({ highWaterMark: 1 << 20 });
+    // No overall deadline, as for parts: the handler's idle timeout cuts silence.
+    const sent = this.client
+      .send(new PutObjectCommand({ Bucket: this.options.bucket, Key: this.key, Body: body, ContentLength: this.expectedSize }), { abortSignal: this.cancel.signal })
+      .then(() => undefined)
+      .catch((err: unknown) => {
+        this.failure ??= unavailable(`PUT ${this.key}`, err);
+        body.destroy();
+      });
+    this.current = { body, remaining: this.expectedSize!, sent };
     return this.current;
   }
 
@@ -433,14 +456,22 @@ class S3Write implements BlobWrite {
     if (this.failure) throw this.failure;
     this.ended = true;
     try {
-      if (!this.streamed && !this.uploadId) {
+      if (this.mode === 'put') {
+        const put = this.current;
+        if (!put || this.received !== this.expectedSize) throw new Error(`${this.key}: ${this.received} of ${this.expectedSize} bytes written`);
+        put.body.end(this.held);
+        await put.sent;
+        if (this.failure) throw this.failure;
+        return;
+      }
+      if (this.mode === 'gathered' && !this.uploadId) {
         // The fill's own buffers, streamed: no copy of the blob is made for the request.
         const body = Readable.from(this.pending, { objectMode: false });
         await this.client.send(new PutObjectCommand({ Bucket: this.options.bucket, Key: this.key, Body: body, ContentLength: this.pendingBytes }), this.deadline());
         return;
       }
       if (this.current) throw new Error(`${this.key}: ${this.received} of ${this.expectedSize} bytes written`);
-      if (!this.streamed) {
+      if (this.mode === 'gathered') {
         const last = this.take(this.pendingBytes);
         await this.previous;
         if (this.failure) throw this.failure;
