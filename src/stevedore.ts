@@ -221,6 +221,7 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   const resolver = new UpstreamResolver(upstreams, config.defaultRegistry);
   const mirror = new Mirror({
     cache,
+    listings: database.listings,
     resolver,
     policy: {
       tagTtlMs: config.cache.tagTtl,

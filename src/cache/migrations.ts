@@ -85,6 +85,26 @@ const MIGRATIONS: readonly string[] = [
     bytes_from_upstream INTEGER NOT NULL DEFAULT 0
   );
   `,
+  `
+  -- Listings the upstream gives, served, paged and filtered here, and stale when it is down.
+  CREATE TABLE tag_lists (
+    upstream   TEXT NOT NULL,
+    repo       TEXT NOT NULL,
+    tags       TEXT NOT NULL, -- JSON array, in lexical order
+    fetched_at INTEGER NOT NULL,
+    PRIMARY KEY (upstream, repo)
+  ) WITHOUT ROWID;
+
+  CREATE TABLE referrers (
+    upstream   TEXT NOT NULL,
+    repo       TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    manifests  TEXT NOT NULL, -- JSON array of descriptors, unfiltered
+    source     TEXT NOT NULL, -- 'api' or 'tag-schema'
+    fetched_at INTEGER NOT NULL,
+    PRIMARY KEY (upstream, repo, subject)
+  ) WITHOUT ROWID;
+  `,
 ];
 
 /** The schema version this Stevedore writes. */

@@ -1,8 +1,7 @@
-import type { Readable } from 'node:stream';
 import type { Context } from 'koa';
 import Router from '@koa/router';
 import { LRUCache } from 'lru-cache';
-import { digestInvalid, loopDetected, mirrorChainTooLong, nameInvalid, routeUnknown, unsupported } from '../oci/errors.js';
+import { digestInvalid, invalidParameter, loopDetected, mirrorChainTooLong, nameInvalid, routeUnknown, unsupported } from '../oci/errors.js';
 import { VIA_HEADER } from '../oci/headers.js';
 import { manifestAccept, parseAccept } from '../oci/media-types.js';
 import { validateTag } from '../oci/reference.js';
@@ -154,36 +153,36 @@ async function serveBlob(ctx: Context, mirror: Mirror, target: Target, reference
   if (range) ctx.set('Content-Range', `bytes ${range.start}-${range.end}/${answer.size}`);
 }
 
-/** Sends a passed-through upstream body, or for HEAD drops it (Koa never reads a HEAD body, so nothing else would). */
-function passBody(ctx: Context, body: Readable, head: boolean): void {
-  if (!head) {
-    ctx.body = body;
-    return;
-  }
-  body.on('error', () => undefined);
-  body.destroy();
-}
-
 async function serveTags(ctx: Context, mirror: Mirror, target: Target, clientName: string, head: boolean): Promise<void> {
-  const page = await mirror.tags(target, singleQuery(ctx, 'n'), singleQuery(ctx, 'last'));
-  ctx.status = 200;
-  passBody(ctx, page.body, head);
-  ctx.type = 'application/json';
-  if (page.nextQuery !== undefined) {
-    // Point the next page at this mirror, under the name the client used.
-    const next = new URLSearchParams(page.nextQuery);
+  const rawN = singleQuery(ctx, 'n');
+  if (rawN !== undefined && !/^\d{1,9}$/.test(rawN)) throw invalidParameter(`n must be a count of tags, not "${rawN.slice(0, 40)}"`);
+  const n = rawN === undefined ? undefined : Number(rawN);
+  const page = await mirror.tags(target, n, singleQuery(ctx, 'last'));
+  (ctx.state as RequestLogFields).cache = page.cache;
+  if (page.next !== undefined) {
+    // The next page, on this mirror, under the name the client used.
+    const next = new URLSearchParams({ n: String(n), last: page.next });
     const ns = singleQuery(ctx, 'ns');
     if (ns !== undefined) next.set('ns', ns);
     ctx.set('Link', `</v2/${clientName}/tags/list?${next}>; rel="next"`);
   }
+  sendJson(ctx, Buffer.from(JSON.stringify({ name: clientName, tags: page.tags })), 'application/json', head);
 }
 
 async function serveReferrers(ctx: Context, mirror: Mirror, target: Target, digest: string, head: boolean): Promise<void> {
-  const page = await mirror.referrers(target, digest, singleQuery(ctx, 'artifactType'));
+  const answer = await mirror.referrers(target, digest, singleQuery(ctx, 'artifactType'));
+  (ctx.state as RequestLogFields).cache = answer.cache;
+  if (answer.filtered) ctx.set('OCI-Filters-Applied', 'artifactType');
+  // Whether the upstream's referrers API answered, or the referrers tag schema stood in for it.
+  ctx.set('Stevedore-Referrers-Source', answer.source);
+  sendJson(ctx, answer.bytes, 'application/vnd.oci.image.index.v1+json', head);
+}
+
+function sendJson(ctx: Context, bytes: Buffer, type: string, head: boolean): void {
   ctx.status = 200;
-  passBody(ctx, page.body, head);
-  ctx.type = 'application/vnd.oci.image.index.v1+json';
-  ctx.set(page.headers);
+  ctx.type = type;
+  ctx.set('Content-Length', String(bytes.length));
+  if (!head) ctx.body = bytes;
 }
 
 /** The client behind a request; its signal (made only when a fill needs it) aborts when the client leaves before the response ends. */

@@ -11,6 +11,7 @@ import type { CacheOutcome } from './outcome.js';
 import type { RepositoryGate } from './repository-gate.js';
 import type { Target } from './resolve.js';
 import { SingleFlight } from './single-flight.js';
+import { mayServeStale } from './stale.js';
 
 export interface ManifestPolicy {
   /** Default; an upstream's own tagTtl wins. */
@@ -208,10 +209,7 @@ export class ManifestService {
       }
       return await this.fetchTag(target, tag, accept, head);
     } catch (err) {
-      if (isRegistryError(err) && err.status < 500 && err.status !== 429 && err.status !== 403) throw err;
-      // An upstream that now denies the repository (a takedown, revoked access) ends serving sooner.
-      const denied = isRegistryError(err) && err.status === 403;
-      if (this.clock.now() - row.fetchedAt > this.tagTtl(target) + (denied ? this.policy.maxStaleDeniedMs : this.policy.maxStaleMs)) throw err;
+      if (!mayServeStale(err, this.clock.now() - row.fetchedAt, this.tagTtl(target), this.policy)) throw err;
       this.log.warn({ upstream: target.registry, repo: target.repo, reference: tag, cache: 'stale', err: (err as Error).message }, 'tag revalidation failed; serving the cached manifest');
       return this.answer(cached, accept, head, 'stale', target);
     }

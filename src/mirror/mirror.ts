@@ -1,22 +1,25 @@
 import type { Readable } from 'node:stream';
 import type { Cache } from '../cache/cache.js';
+import type { Listings } from '../cache/listings.js';
 import { FillUnavailableError } from '../cache/blob-fill.js';
 import type { Cluster } from '../cluster/cluster.js';
 import type { PeerClient } from '../cluster/peer-client.js';
 import { SingleReplica } from '../cluster/single-replica.js';
 import type { ByteRange } from '../oci/byte-range.js';
 import { parseDigest } from '../oci/digest.js';
-import { manifestUnknown, nameUnknown, tooManyRequests, unavailable } from '../oci/errors.js';
+import { tooManyRequests, unavailable } from '../oci/errors.js';
 import type { Logger } from '../log.js';
-import { header, type UpstreamRegistry } from '../upstream/upstream-registry.js';
+import type { UpstreamRegistry } from '../upstream/upstream-registry.js';
 import { BlobFills, type FillEvents, type FillLimits, type Requester } from './blob-fills.js';
 import { BlobService, type BlobAnswer } from './blobs.js';
 import { FillRelay } from './fill-relay.js';
 import { ManifestService, type ManifestAnswer, type ManifestPolicy } from './manifests.js';
+import { Referrers, type ReferrersAnswer } from './referrers.js';
 import { RepositoryGate } from './repository-gate.js';
 import type { Target, UpstreamResolver } from './resolve.js';
+import { TagLists, type TagPage } from './tag-lists.js';
 
-export type { BlobAnswer, FillLimits, ManifestAnswer, Requester, Target };
+export type { BlobAnswer, FillLimits, ManifestAnswer, ReferrersAnswer, Requester, TagPage, Target };
 
 /** What the mirror reports as it works (for metrics). */
 export interface MirrorEvents extends FillEvents {}
@@ -28,6 +31,8 @@ export interface Clock {
 
 export interface MirrorParts {
   cache: Cache;
+  /** Tag lists and referrers the upstreams gave, in the index database. */
+  listings: Listings;
   resolver: UpstreamResolver;
   policy: ManifestPolicy;
   fillLimits: FillLimits;
@@ -45,14 +50,6 @@ export interface PeerBlob {
   open(range?: ByteRange): Promise<Readable | Buffer>;
 }
 
-export interface Passthrough {
-  contentType: string | undefined;
-  body: Readable;
-  /** The query string of the next page, from the upstream's Link header. */
-  nextQuery?: string;
-  headers: Record<string, string>;
-}
-
 /**
  * The pull-through policy, with no HTTP in it: which upstream a name means,
  * and whether to serve from the cache, join a fill, or go upstream.
@@ -63,6 +60,8 @@ export class Mirror {
   onDiskFull: ((bytes: number) => Promise<unknown>) | undefined;
   private readonly manifests: ManifestService;
   private readonly blobs: BlobService;
+  private readonly tagLists: TagLists;
+  private readonly referrerLists: Referrers;
 
   readonly cache: Cache;
   private readonly resolver: UpstreamResolver;
@@ -82,6 +81,8 @@ export class Mirror {
     this.fills = new BlobFills(cache, log, events, fillLimits, makeRoom, { cluster, relay, gate });
     this.manifests = new ManifestService({ cache, policy, log, events, gate, makeRoom, clock, cluster });
     this.blobs = new BlobService(cache, this.fills, gate);
+    this.tagLists = new TagLists(parts.listings, policy, clock, log);
+    this.referrerLists = new Referrers(parts.listings, policy, clock, log, async (target, tag, accept) => (await this.manifests.get(target, tag, accept, false)).bytes);
   }
 
   resolve(name: string, ns: string | undefined, via: readonly string[]): Target {
@@ -134,34 +135,13 @@ export class Mirror {
     return { size: record.size, open: (range) => this.cache.openBlob(digest, record.size, range) };
   }
 
-  /** Tag listing, passed through from the upstream (pagination included). */
-  async tags(target: Target, n?: string, last?: string): Promise<Passthrough> {
-    const query = new URLSearchParams();
-    if (n !== undefined) query.set('n', n);
-    if (last !== undefined) query.set('last', last);
-    const qs = query.size > 0 ? `?${query}` : '';
-    const res = await target.upstream.send({ method: 'GET', path: `/v2/${target.repo}/tags/list${qs}`, repo: target.repo, headers: { accept: 'application/json' }, via: target.via });
-    if (res.status !== 200) throw await target.upstream.failure(res, () => nameUnknown(target.repo, `${target.repo} not found upstream in ${target.registry}`));
-    return { contentType: header(res.headers, 'content-type'), body: res.body, nextQuery: nextPageQuery(header(res.headers, 'link')), headers: {} };
+  /** A page of a repository's tags, in lexical order: at most `n`, after `last`. */
+  tags(target: Target, n: number | undefined, last: string | undefined): Promise<TagPage> {
+    return this.tagLists.page(target, n, last);
   }
 
-  /** The referrers API, passed through; 404 when the upstream lacks it, so clients fall back to tags. */
-  async referrers(target: Target, digest: string, artifactType?: string): Promise<Passthrough> {
-    const parsed = parseDigest(digest);
-    const qs = artifactType !== undefined ? `?${new URLSearchParams({ artifactType })}` : '';
-    const res = await target.upstream.send({ method: 'GET', path: `/v2/${target.repo}/referrers/${parsed.value}${qs}`, repo: target.repo, headers: { accept: 'application/vnd.oci.image.index.v1+json' }, via: target.via });
-    if (res.status !== 200) throw await target.upstream.failure(res, () => manifestUnknown(parsed.value, `upstream ${target.registry} has no referrers for ${parsed.value}`));
-    const filters = header(res.headers, 'oci-filters-applied');
-    return { contentType: header(res.headers, 'content-type'), body: res.body, headers: filters ? { 'oci-filters-applied': filters } : {} };
-  }
-}
-
-function nextPageQuery(link: string | undefined): string | undefined {
-  const match = link && /<([^>]*)>\s*;\s*rel="?next"?/i.exec(link);
-  if (!match) return undefined;
-  try {
-    return new URL(match[1]!, 'http://upstream.invalid').search.replace(/^\?/, '');
-  } catch {
-    return undefined;
+  /** The referrers of a manifest, filtered by `artifactType` when given. */
+  referrers(target: Target, digest: string, artifactType: string | undefined): Promise<ReferrersAnswer> {
+    return this.referrerLists.get(target, parseDigest(digest), artifactType);
   }
 }

@@ -68,6 +68,10 @@ export const rangeNotSatisfiable = (size: number): RegistryError =>
 export const unsupported = (detail: string): RegistryError =>
   new RegistryError(405, 'UNSUPPORTED', 'the operation is unsupported', detail);
 
+/** A query parameter the API defines, with a value it cannot take (a tag list's `n`, say). */
+export const invalidParameter = (detail: string): RegistryError =>
+  new RegistryError(400, 'UNSUPPORTED', 'invalid query parameter', detail);
+
 export const tooLarge = (detail: string): RegistryError =>
   new RegistryError(413, 'SIZE_INVALID', 'content too large', detail);
 

@@ -218,7 +218,7 @@ function acceptHeader(accept: readonly string[]): Record<string, string> {
   return accept.length > 0 ? { accept: accept.join(', ') } : {};
 }
 
-async function readLimited(body: Readable, maxBytes: number, what: string): Promise<Buffer> {
+export async function readLimited(body: Readable, maxBytes: number, what: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of body) {

@@ -1,10 +1,9 @@
 // Manifests and routing against a real upstream behind the Docker Hub double:
 // tag TTL, HEAD revalidation, Accept negotiation, stale serving, 429s, ns= and
-// path prefixes, tag lists, referrers, and bad input.
+// path prefixes, referrers without an upstream API, and bad input.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, request as httpRequest } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { request as httpRequest } from 'node:http';
 import { startRegistry, type RegistryHandle } from '../support/registry.js';
 import { startHubDouble, type HubDouble } from '../support/hub-double.js';
 import { MediaTypes, pushBlob, pushImage, pushIndex, putManifest, sha256Digest, type PushedImage, type PushedIndex } from '../support/seed.js';
@@ -170,45 +169,13 @@ test('one endpoint, two registries: ?ns= and the path prefix select configured u
   }
 });
 
-test('tags/list is passed through unchanged', async () => {
-  const direct = await get(`${registry.url}/v2/acme/many/tags/list?n=2`);
-  const page = await get(`${mirror.url}/v2/acme/many/tags/list?n=2&last=a`);
-  assert.equal(page.status, 200);
-  assert.deepEqual(JSON.parse(page.body.toString()), JSON.parse((await get(`${registry.url}/v2/acme/many/tags/list?n=2&last=a`)).body.toString()));
-  assert.equal(direct.status, 200);
-  const missing = await get(`${mirror.url}/v2/acme/none/tags/list`);
-  assert.equal(missing.status, 404);
-  assert.equal(errorCode(missing), 'NAME_UNKNOWN');
-});
-
-test('a paginated tag list gets a Link header that points back at the mirror, under the client\'s name', async (t) => {
-  // docker-registry 2.8 does not paginate, so a tiny in-process upstream does.
-  const seen: string[] = [];
-  const paged = createServer((req, res) => {
-    seen.push(req.url ?? '');
-    if (req.url === '/v2/') return void res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-    res.writeHead(200, { 'content-type': 'application/json', link: '</v2/team/tool/tags/list?last=b&n=2>; rel="next"' });
-    res.end(JSON.stringify({ name: 'team/tool', tags: ['a', 'b'] }));
-  });
-  await new Promise<void>((r) => paged.listen(0, '127.0.0.1', r));
-  const port = (paged.address() as AddressInfo).port;
-  const m = await startMirror({ upstreams: [{ registry: 'docker.io', url: hub.url }, { registry: 'paged.example.com', url: `http://127.0.0.1:${port}` }] });
-  t.after(async () => {
-    await m.stop();
-    await new Promise((r) => paged.close(r));
-  });
-  const viaPrefix = await get(`${m.url}/v2/paged.example.com/team/tool/tags/list?n=2`);
-  assert.deepEqual(JSON.parse(viaPrefix.body.toString()), { name: 'team/tool', tags: ['a', 'b'] });
-  assert.equal(viaPrefix.headers.link, '</v2/paged.example.com/team/tool/tags/list?last=b&n=2>; rel="next"');
-  const viaNs = await get(`${m.url}/v2/team/tool/tags/list?n=2&ns=paged.example.com`);
-  assert.equal(viaNs.headers.link, '</v2/team/tool/tags/list?last=b&n=2&ns=paged.example.com>; rel="next"');
-  assert.ok(seen.includes('/v2/team/tool/tags/list?n=2'));
-});
-
-test('referrers: 404 when the upstream has no referrers API, so clients fall back to tags', async () => {
+test('referrers: an upstream without the API and without a referrers tag gives an empty index; a bad digest is refused', async () => {
   const res = await get(`${mirror.url}/v2/acme/app/referrers/${app.manifestDigest}`);
-  assert.equal(res.status, 404);
-  assert.equal(errorCode(res), 'MANIFEST_UNKNOWN');
+  assert.equal(res.status, 200);
+  assert.equal(res.headers['content-type'], 'application/vnd.oci.image.index.v1+json');
+  assert.equal(res.headers['stevedore-referrers-source'], 'tag-schema');
+  assert.equal(res.headers['oci-filters-applied'], undefined);
+  assert.deepEqual(JSON.parse(res.body.toString()), { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] });
   const bad = await get(`${mirror.url}/v2/acme/app/referrers/sha256:xyz`);
   assert.equal(bad.status, 400);
   assert.equal(errorCode(bad), 'DIGEST_INVALID');
@@ -245,7 +212,7 @@ test('bad input: clear OCI errors, never a 500, and nothing sent upstream', asyn
     assert.match(String(res.headers['content-type']), /application\/json/);
   }
   const s = hub.stats();
-  assert.equal(s.manifestGet + s.manifestHead + s.blobGet + s.blobHead + s.tokens + s.other, 0);
+  assert.equal(s.manifestGet + s.manifestHead + s.blobGet + s.blobHead + s.referrers + s.tokens + s.other, 0);
 });
 
 test('an unknown tag or blob upstream is a 404 with the spec error code', async () => {

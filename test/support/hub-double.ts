@@ -7,6 +7,7 @@ import { Agent, request } from 'undici';
 import { startCdn } from './hub-cdn.js';
 import { FaultState, pumpBody, type FailFilter, type Hold, type RequestKind } from './hub-faults.js';
 import { closeServer, firstRangeStart, listen, readSmallBody, sendJson, trackSockets } from './hub-http.js';
+import { REFERRERS_RE, serveReferrers } from './hub-referrers.js';
 import { classify, recordAuth, type AuthRecord, type HubStats, StatsBook } from './hub-stats.js';
 import {
   HUB_SERVICE, TokenStore, bearerChallenge, credentialsMatch, errorBody, errorCodeFor, parseBasic, tokenBody,
@@ -24,6 +25,11 @@ export interface HubDoubleOptions {
   tokenTtlSeconds?: number;
   /** Value of ratelimit-limit; manifest GETs beyond it get 429. */
   rateLimit?: number;
+  /**
+   * Answer GET /v2/<repo>/referrers/<digest> itself (OCI distribution-spec 1.1)
+   * from the registry's tagged manifests. Default false: the registry's 404.
+   */
+  referrersApi?: boolean;
 }
 
 export interface HubDouble {
@@ -69,7 +75,7 @@ const COPY_HEADERS = [
   'location', 'retry-after', 'etag', 'docker-distribution-api-version', 'cache-control', 'last-modified',
 ];
 const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' };
-const REPO_RE = /^\/v2\/(.+)\/(?:manifests\/[^/]+|blobs\/[^/]+|blobs\/uploads\/.*|tags\/list)$/;
+const REPO_RE = /^\/v2\/(.+)\/(?:manifests\/[^/]+|blobs\/[^/]+|blobs\/uploads\/.*|tags\/list|referrers\/[^/]+)$/;
 const BLOB_RE = /\/blobs\/(sha256:[a-f0-9]{64})$/;
 
 export async function startHubDouble(opts: HubDoubleOptions): Promise<HubDouble> {
@@ -219,6 +225,13 @@ export async function startHubDouble(opts: HubDoubleOptions): Promise<HubDouble>
     if (method !== 'GET' && method !== 'HEAD') {
       setStatus(405);
       return sendJson(res, 405, errorBody('UNSUPPORTED', 'the hub double is read-only'), API_VERSION);
+    }
+    const referrer = kind === 'referrers' && opts.referrersApi ? REFERRERS_RE.exec(path) : null;
+    if (referrer?.[1] && referrer[2]) {
+      const lie = faults.contentTypeFor({ method, path, kind });
+      return serveReferrers(res, method, upstream, referrer[1], referrer[2], u.searchParams.get('artifactType') || undefined, dispatcher, {
+        setStatus, onBytes: (n) => book.addBytes(n), ...(lie ? { headers: { 'content-type': lie } } : {}),
+      });
     }
     const extra: OutgoingHttpHeaders = {};
     if (kind === 'manifestGet' || kind === 'manifestHead') {

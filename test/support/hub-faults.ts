@@ -3,7 +3,7 @@
 import type { ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-export type RequestKind = 'manifestGet' | 'manifestHead' | 'blobGet' | 'blobHead' | 'token' | 'cdnGet' | 'other';
+export type RequestKind = 'manifestGet' | 'manifestHead' | 'blobGet' | 'blobHead' | 'referrers' | 'token' | 'cdnGet' | 'other';
 
 export interface RequestInfo {
   method: string;

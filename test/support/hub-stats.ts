@@ -24,6 +24,8 @@ export interface HubStats {
   manifestHead: number;
   blobGet: number;
   blobHead: number;
+  /** GET and HEAD of /v2/<repo>/referrers/<digest>, answered by the double or the registry. */
+  referrers: number;
   tokens: number;
   cdnGet: number;
   other: number;
@@ -36,12 +38,14 @@ export interface HubStats {
 
 const MANIFEST_RE = /^\/v2\/.+\/manifests\/[^/]+$/;
 const BLOB_RE = /^\/v2\/.+\/blobs\/sha256:[a-f0-9]{64}$/;
+const REFERRERS_RE = /^\/v2\/.+\/referrers\/[^/]+$/;
 
 export function classify(method: string, path: string): RequestKind {
   if (path === '/token') return 'token';
   const read = method === 'GET' ? 'Get' : method === 'HEAD' ? 'Head' : undefined;
   if (read && MANIFEST_RE.test(path)) return read === 'Get' ? 'manifestGet' : 'manifestHead';
   if (read && BLOB_RE.test(path)) return read === 'Get' ? 'blobGet' : 'blobHead';
+  if (read && REFERRERS_RE.test(path)) return 'referrers';
   return 'other';
 }
 
@@ -54,7 +58,7 @@ export class StatsBook {
   auth: AuthRecord[] = [];
 
   private static zero(): Omit<HubStats, 'requests'> {
-    return { manifestGet: 0, manifestHead: 0, blobGet: 0, blobHead: 0, tokens: 0, cdnGet: 0, other: 0, unauthorized: 0, bytesServed: 0 };
+    return { manifestGet: 0, manifestHead: 0, blobGet: 0, blobHead: 0, referrers: 0, tokens: 0, cdnGet: 0, other: 0, unauthorized: 0, bytesServed: 0 };
   }
 
   start(method: string, path: string, kind: RequestKind, server: 'hub' | 'cdn'): HubRequestLog {
