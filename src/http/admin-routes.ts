@@ -31,7 +31,7 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 
 const MAX_BODY = 64 * 1024;
 
-const badRequest = (detail: string): RegistryError => new RegistryError(400, 'BAD_REQUEST', 'invalid request', detail);
+const badRequest = (detail: string): RegistryError => new RegistryError(400, 'UNSUPPORTED', 'invalid request', detail);
 
 /**
  * The admin API under /api/: warm-up runs, job history, GC. It needs the
@@ -129,7 +129,7 @@ export function adminRoutes(core: AdminDeps, token: string, hosts: AdminHosts): 
   router.get('/jobs/:id', (ctx) => {
     const id = Number(ctx.params.id);
     const run = Number.isInteger(id) ? core.warmups.progress(id) : undefined;
-    if (!run) throw new RegistryError(404, 'NOT_FOUND', 'no such job run', ctx.params.id);
+    if (!run) throw new RegistryError(404, 'NAME_UNKNOWN', 'no such job run', ctx.params.id);
     ctx.body = run;
   });
 

@@ -1,5 +1,9 @@
 import type { Context, Next } from 'koa';
-import { isRegistryError, RegistryError } from '../oci/errors.js';
+import { internalError, isRegistryError, RegistryError, type ErrorCode } from '../oci/errors.js';
+import type { RequestLogFields } from './request-log.js';
+
+/** The code an outage or a loop is told with: that of what the request asked for. */
+const SUBJECT_CODES: Record<string, ErrorCode> = { manifests: 'MANIFEST_UNKNOWN', blobs: 'BLOB_UNKNOWN', tags: 'NAME_UNKNOWN', referrers: 'MANIFEST_UNKNOWN' };
 import type { Logger } from '../log.js';
 
 /** Every failure becomes the distribution spec's error JSON with the right status. */
@@ -24,7 +28,7 @@ export function errorHandler(log: Logger) {
       ctx.status = error.status;
       for (const [name, value] of Object.entries(error.headers)) ctx.set(name, value);
       if (ctx.method === 'HEAD') return;
-      ctx.body = error.toJSON();
+      ctx.body = error.toJSON(SUBJECT_CODES[(ctx.state as RequestLogFields).route ?? ''] ?? 'UNSUPPORTED');
     }
   };
 }
@@ -40,5 +44,5 @@ function toRegistryError(err: unknown): RegistryError {
   if (typeof status === 'number' && status >= 400 && status < 500) {
     return new RegistryError(status, 'UNSUPPORTED', (err as Error).message);
   }
-  return new RegistryError(500, 'UNKNOWN', 'internal error', 'see the mirror logs');
+  return internalError();
 }

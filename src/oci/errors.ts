@@ -1,6 +1,16 @@
+/** The distribution-spec's error codes: the only ones a body may carry. */
+export const SPEC_ERROR_CODES = [
+  'BLOB_UNKNOWN', 'BLOB_UPLOAD_INVALID', 'BLOB_UPLOAD_UNKNOWN', 'DIGEST_INVALID', 'MANIFEST_BLOB_UNKNOWN', 'MANIFEST_INVALID', 'MANIFEST_UNKNOWN',
+  'NAME_INVALID', 'NAME_UNKNOWN', 'SIZE_INVALID', 'UNAUTHORIZED', 'DENIED', 'UNSUPPORTED', 'TOOMANYREQUESTS',
+] as const;
+export type ErrorCode = (typeof SPEC_ERROR_CODES)[number];
+
 /**
- * The one error type for registry errors. Each OCI error code has one
- * constructor, so call sites never spell status codes or JSON by hand.
+ * The one error type for registry errors. Each condition has one constructor,
+ * so call sites never spell status codes or JSON by hand. A condition of the
+ * mirror or its upstream (an outage, a loop) has no code of its own in the
+ * spec's table: it is told with the code of what was asked for, given when
+ * the body is written, and its status and message say what happened.
  */
 export class RegistryError extends Error {
   /** How the mirror answered, for logs and metrics (for example `notfound_cached`). */
@@ -10,7 +20,8 @@ export class RegistryError extends Error {
 
   constructor(
     readonly status: number,
-    readonly code: string,
+    /** Undefined: the code of the resource asked for (see toJSON). */
+    readonly code: ErrorCode | undefined,
     message: string,
     readonly detail?: unknown,
     readonly headers: Record<string, string> = {},
@@ -19,9 +30,9 @@ export class RegistryError extends Error {
     this.name = 'RegistryError';
   }
 
-  /** The distribution-spec error body. */
-  toJSON(): { errors: { code: string; message: string; detail?: unknown }[] } {
-    const entry: { code: string; message: string; detail?: unknown } = { code: this.code, message: this.message };
+  /** The distribution-spec error body; `subject` is the code of what the request asked for. */
+  toJSON(subject: ErrorCode = 'UNSUPPORTED'): { errors: { code: ErrorCode; message: string; detail?: unknown }[] } {
+    const entry: { code: ErrorCode; message: string; detail?: unknown } = { code: this.code ?? subject, message: this.message };
     if (this.detail !== undefined) entry.detail = this.detail;
     return { errors: [entry] };
   }
@@ -61,7 +72,7 @@ export const blobUnknown = (digest: string): RegistryError =>
   new RegistryError(404, 'BLOB_UNKNOWN', 'blob unknown to registry', digest);
 
 export const rangeNotSatisfiable = (size: number): RegistryError =>
-  new RegistryError(416, 'RANGE_INVALID', 'requested range not satisfiable', { size }, {
+  new RegistryError(416, 'BLOB_UNKNOWN', 'requested range not satisfiable', { size }, {
     'content-range': `bytes */${size}`,
   });
 
@@ -92,10 +103,10 @@ export const denied = (detail: string): RegistryError =>
 
 /** The upstream could not be reached or answered with a server error. */
 export const unavailable = (detail: string): RegistryError =>
-  new RegistryError(503, 'UNAVAILABLE', 'upstream registry unavailable', detail);
+  new RegistryError(503, undefined, 'upstream registry unavailable', detail);
 
 export const badGateway = (detail: string): RegistryError =>
-  new RegistryError(502, 'UNAVAILABLE', 'upstream registry answered badly', detail);
+  new RegistryError(502, undefined, 'upstream registry answered badly', detail);
 
 /** A path under /v2/ that the pull API does not define. */
 export const routeUnknown = (path: string): RegistryError =>
@@ -103,15 +114,15 @@ export const routeUnknown = (path: string): RegistryError =>
 
 /** A request came back to a mirror it already passed through. */
 export const loopDetected = (detail: string): RegistryError =>
-  new RegistryError(508, 'LOOP_DETECTED', 'loop detected between mirrors', detail);
+  new RegistryError(508, undefined, 'loop detected between mirrors', detail);
 
 /** A request claims to have passed through more mirrors than any sane tree has. */
 export const mirrorChainTooLong = (hops: number, max: number): RegistryError =>
-  new RegistryError(400, 'LOOP_DETECTED', 'too many mirrors in the chain', `the request passed ${hops} mirrors; at most ${max} are allowed`);
+  new RegistryError(400, 'UNSUPPORTED', 'too many mirrors in the chain', `the request passed ${hops} mirrors; at most ${max} are allowed`);
 
 /** The client took too long to send its request (slowloris). */
 export const requestTimeout = (detail: string): RegistryError =>
-  new RegistryError(408, 'UNKNOWN', 'request timed out', detail);
+  new RegistryError(408, 'UNSUPPORTED', 'request timed out', detail);
 
 export const headersTooLarge = (detail: string): RegistryError =>
   new RegistryError(431, 'SIZE_INVALID', 'request headers too large', detail);
@@ -119,3 +130,9 @@ export const headersTooLarge = (detail: string): RegistryError =>
 /** Not HTTP we can parse. */
 export const malformedRequest = (detail: string): RegistryError =>
   new RegistryError(400, 'UNSUPPORTED', 'malformed HTTP request', detail);
+
+/** A failure of the mirror itself. */
+export const internalError = (): RegistryError => new RegistryError(500, undefined, 'internal error', 'see the mirror logs');
+
+/** A tag that cannot name any manifest: the spec's pattern refuses it. */
+export const tagInvalid = (detail: string): RegistryError => new RegistryError(404, 'MANIFEST_UNKNOWN', 'manifest unknown', detail);

@@ -1,4 +1,4 @@
-import { nameInvalid, RegistryError } from './errors.js';
+import { nameInvalid, tagInvalid } from './errors.js';
 import { truncate } from './digest.js';
 
 /** Repository name component grammar from the distribution spec. */
@@ -22,7 +22,7 @@ export function isValidTag(tag: string): boolean {
 
 export function validateTag(tag: string): string {
   if (!isValidTag(tag)) {
-    throw new RegistryError(400, 'TAG_INVALID', 'manifest tag did not match URI', `invalid tag "${truncate(tag, 40)}"`);
+    throw tagInvalid(`invalid tag "${truncate(tag, 40)}"`);
   }
   return tag;
 }

@@ -188,8 +188,8 @@ test('bad input: clear OCI errors, never a 500, and nothing sent upstream', asyn
     ['GET', '/v2/../../etc/passwd/manifests/latest', 400, 'NAME_INVALID'],
     ['GET', '/v2/%2e%2e/%2e%2e/etc/manifests/latest', 400, 'NAME_INVALID'],
     ['GET', '/v2/acme%2fapp/manifests/v1', 400, 'NAME_INVALID'],
-    ['GET', '/v2/acme/app/manifests/..%2f..%2fetc', 400, 'TAG_INVALID'],
-    ['GET', '/v2/acme/app/manifests/.hidden', 400, 'TAG_INVALID'],
+    ['GET', '/v2/acme/app/manifests/..%2f..%2fetc', 404, 'MANIFEST_UNKNOWN'],
+    ['GET', '/v2/acme/app/manifests/.hidden', 404, 'MANIFEST_UNKNOWN'],
     ['GET', `/v2/${long}/manifests/latest`, 400, 'NAME_INVALID'],
     ['GET', '/v2/UPPER/manifests/latest', 400, 'NAME_INVALID'],
     ['GET', '/v2/acme/app/blobs/sha256:../../etc/passwd', 404, 'UNSUPPORTED'],
@@ -229,7 +229,7 @@ test('an upstream manifest over the size limit is a 502, and nothing is cached',
   try {
     const res = await get(`${small.url}/v2/acme/app/manifests/v1`, { accept: ALL });
     assert.equal(res.status, 502);
-    assert.equal(errorCode(res), 'UNAVAILABLE');
+    assert.equal(errorCode(res), 'MANIFEST_UNKNOWN');
     assert.match(String(json(res).errors?.[0]?.detail), /over the 200-byte limit/);
     assert.equal(small.stevedore.mirror.cache.index.totals().blobs, 0);
   } finally {

@@ -62,7 +62,7 @@ test('connection refused: the next endpoint answers, and the dead one\'s circuit
   try {
     const res = await get(`${m.url}/v2/acme/app/manifests/nothere`, { accept: ALL });
     assert.equal(res.status, 503);
-    assert.equal(errorOf(res)?.code, 'UNAVAILABLE');
+    assert.equal(errorOf(res)?.code, 'MANIFEST_UNKNOWN', 'an outage is told with the code of what was asked for; the status says what happened');
     assert.match(String(errorOf(res)?.detail), /upstream docker\.io unavailable/);
     assert.match(String(errorOf(res)?.detail), /circuit open/);
   } finally {
@@ -344,5 +344,5 @@ test('serving stale has limits: maxStale for an upstream that fails, the shorter
   refusedHead(503);
   const expired = await get(tag, { accept: ALL });
   assert.equal(expired.status, 503, 'past maxStale the failure is passed on');
-  assert.equal(errorOf(expired)?.code, 'UNAVAILABLE');
+  assert.equal(errorOf(expired)?.code, 'MANIFEST_UNKNOWN');
 });

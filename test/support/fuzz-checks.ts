@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto';
 import type { FuzzResponse } from './fuzz-client.js';
 import type { FuzzRequest } from './fuzz-requests.js';
+import { codesOutsideSpec } from './spec-errors.js';
 
 export interface Violation {
   req: FuzzRequest;
@@ -42,6 +43,8 @@ function errorJson(res: FuzzResponse, where: string): string[] {
     const ok = Array.isArray(parsed.errors) && parsed.errors.length > 0 && parsed.errors.every((e) => typeof e.code === 'string' && typeof e.message === 'string');
     const broken: string[] = [];
     if (!ok) broken.push(`4xx body ${where} is JSON but not {errors:[{code,message}]}: ${res.body.toString('utf8').slice(0, 200)}`);
+    const outside = codesOutsideSpec(res.body);
+    if (outside.length > 0) broken.push(`error codes ${where} outside the distribution-spec's table: ${outside.join(', ')}`);
     if (!/application\/json/.test(header(res, 'content-type') ?? '')) broken.push(`4xx error JSON ${where} served as ${header(res, 'content-type')}`);
     return broken;
   } catch {

@@ -1,6 +1,7 @@
 // Small HTTP helpers for tests: fetch whole bodies and hash them as they stream.
 import { createHash } from 'node:crypto';
 import { request, type Dispatcher } from 'undici';
+import { assertSpecErrorBody } from './spec-errors.js';
 
 export interface Fetched {
   status: number;
@@ -11,6 +12,7 @@ export interface Fetched {
 export async function get(url: string, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' | 'PUT' | 'DELETE' | 'POST' | 'PATCH' | 'OPTIONS' = 'GET'): Promise<Fetched> {
   const res = await request(url, { method, headers });
   const body = Buffer.from(await res.body.arrayBuffer());
+  assertSpecErrorBody(url, res.statusCode, res.headers, body);
   return { status: res.statusCode, headers: res.headers, body };
 }
 
