@@ -28,6 +28,21 @@ async function readBounded(body: Dispatcher.ResponseData['body'], limit: number)
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/**
+ * Waits for work other callers may share, until `signal` aborts: then this
+ * caller gets the signal's reason while the work goes on for the others.
+ */
+function untilAborted<T>(shared: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return shared;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    // Settles (and so handles) the shared promise whether or not this caller still waits.
+    shared.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 export interface AuthOptions {
   timeoutMs: number;
   /** The endpoint's host: credentials go to a plain-http realm only on this host. */
@@ -64,8 +79,10 @@ export class EndpointAuth {
   /**
    * Like clients do, ping `/v2/` once to learn the endpoint's challenge, so that
    * even the first blob GET carries a token instead of drawing a 401.
+   * The ping is shared: `signal` ends this caller's wait, never the ping itself.
    */
-  ping(origin: string, path: string): Promise<void> {
+  async ping(origin: string, path: string, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
     this.pinged ??= (async () => {
       const res = await this.dispatcher.request({ origin, path, method: 'GET', headers: { 'user-agent': 'stevedore' }, signal: AbortSignal.timeout(this.options.timeoutMs) });
       await res.body.dump();
@@ -74,16 +91,20 @@ export class EndpointAuth {
       this.pinged = undefined; // try again on the next request
       throw err;
     });
-    return this.pinged;
+    return untilAborted(this.pinged, signal);
   }
 
-  /** The Authorization header for a request on `repo`, if the endpoint wants one. */
-  async authorize(repo: string | undefined): Promise<string | undefined> {
+  /**
+   * The Authorization header for a request on `repo`, if the endpoint wants one.
+   * Token fetches are shared: `signal` ends this caller's wait, never the fetch.
+   */
+  async authorize(repo: string | undefined, signal?: AbortSignal): Promise<string | undefined> {
+    signal?.throwIfAborted();
     const challenge = this.challenge;
     if (!challenge) return undefined;
     if (challenge.scheme === 'basic') return this.basic();
     if (challenge.scheme !== 'bearer') return undefined;
-    const token = await this.token(challenge, repo);
+    const token = await untilAborted(this.token(challenge, repo), signal);
     return `Bearer ${token}`;
   }
 

@@ -108,13 +108,14 @@ export class EndpointClient {
 
   async request(req: UpstreamRequest): Promise<UpstreamResponse> {
     const path = this.mirror && req.ns ? withQuery(`${this.basePath}${req.path}`, 'ns', req.ns) : `${this.basePath}${req.path}`;
-    await this.auth.ping(this.origin, `${this.basePath}/v2/`);
-    let authorization = await this.auth.authorize(req.repo);
+    // The caller's deadline bounds every phase: the shared ping and token fetch, the request, its retry and redirects.
+    await this.auth.ping(this.origin, `${this.basePath}/v2/`, req.signal);
+    let authorization = await this.auth.authorize(req.repo, req.signal);
     let res = await this.send(this.origin, path, req, authorization);
     // A 401 teaches us the challenge, or tells us the token expired: retry once.
     if (res.statusCode === 401 && this.auth.learn(res.headers['www-authenticate'], req.repo, authorization)) {
       await res.body.dump();
-      authorization = await this.auth.authorize(req.repo);
+      authorization = await this.auth.authorize(req.repo, req.signal);
       res = await this.send(this.origin, path, req, authorization);
     }
     let current = new URL(path, this.origin);

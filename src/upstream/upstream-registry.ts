@@ -89,6 +89,10 @@ export class UpstreamRegistry {
     const order = avoid ? [...this.endpoints.filter((e) => !avoid.has(e)), ...this.endpoints.filter((e) => avoid.has(e))] : this.endpoints;
     const failures: string[] = [];
     for (const endpoint of order) {
+      // The caller's deadline covers every endpoint: once it passed, trying another is no use.
+      if (req.signal?.aborted) {
+        throw unavailable(`upstream ${this.name} did not answer within the deadline${failures.length ? `: ${failures.join('; ')}` : ''}`);
+      }
       const state = endpoint.state;
       if (!state.breaker.tryAcquire()) {
         failures.push(`${endpoint.displayUrl}: circuit open until ${new Date(state.breaker.openUntil).toISOString()}`);
