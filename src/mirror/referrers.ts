@@ -77,8 +77,9 @@ export class Referrers {
     const request = { repo: target.repo, via: target.via, ...(haveCopy ? { timeoutMs: this.policy.revalidateTimeoutMs } : {}) };
     const fromApi = await fetchReferrers(target.upstream, request, subject.value);
     if (fromApi) return { manifests: fromApi, source: 'api' };
-    // No referrers API upstream: the spec's fallback, an index under the tag `<alg>-<hex>`.
-    const tag = `${subject.algorithm}-${subject.hex}`;
+    // No referrers API upstream: the spec's fallback, an index under the tag `<alg>-<ref>`,
+    // the algorithm cut to 32 characters and the encoded digest to 64, so it is a valid tag.
+    const tag = `${subject.algorithm.slice(0, 32)}-${subject.hex.slice(0, 64)}`;
     let index: Buffer | undefined;
     try {
       index = await this.readTag(target, tag, [MediaType.ociIndex]);

@@ -4,7 +4,7 @@
 // Run: node --import tsx --test test/support/cosign.test.ts
 import assert from 'node:assert/strict';
 import { after } from 'node:test';
-import { request } from 'undici';
+import { get } from './http.js';
 import {
   cosignTag, generateSigningKey, payloadSignsDigest, pushCosignArtifacts, pushReferrer, verifyAttestation, verifyCosignSignature,
   CosignMediaTypes, SIGNATURE_ANNOTATION, type PushedCosign, type PushedReferrer, type SigningKey,
@@ -21,19 +21,6 @@ const REPO = 'acme/signed';
 const SBOM_TYPE = 'application/spdx+json';
 const BUNDLE_TYPE = 'application/vnd.dev.sigstore.bundle.v0.3+json';
 
-interface Got {
-  status: number;
-  headers: Record<string, string>;
-  body: Buffer;
-}
-
-async function get(url: string, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' = 'GET'): Promise<Got> {
-  const res = await request(url, { method, headers });
-  const body = Buffer.from(await res.body.arrayBuffer());
-  const flat: Record<string, string> = {};
-  for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) flat[k] = Array.isArray(v) ? v.join(', ') : v;
-  return { status: res.statusCode, headers: flat, body };
-}
 
 interface Fixture {
   reg: RegistryHandle;
@@ -176,7 +163,7 @@ registry.test('hub double with referrersApi answers the referrers route as distr
   const url = `${f.hub.url}/v2/${REPO}/referrers/${f.image.manifestDigest}`;
   const anon = await get(url);
   assert.equal(anon.status, 401);
-  assert.match(anon.headers['www-authenticate'] ?? '', new RegExp(`scope="repository:${REPO}:pull"`));
+  assert.match(String(anon.headers['www-authenticate'] ?? ''), new RegExp(`scope="repository:${REPO}:pull"`));
   const auth = await bearer(f.hub);
 
   const all = await get(url, auth);
