@@ -77,6 +77,13 @@ const upstreamSchema = z.strictObject({
   deny: z.array(z.string().min(1)).default([]),
   /** Turn off the guard on redirects and token realms: they may lead to any address. */
   allowLinkLocal: z.boolean().default(false),
+  /**
+   * A forward proxy for this registry (http://proxy.internal:3128); empty: HTTPS_PROXY,
+   * HTTP_PROXY and NO_PROXY from the environment; `none`: always direct.
+   */
+  proxy: z.union([z.literal(''), z.literal('none'), z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// proxy URL, "none" or empty' })]).default(''),
+  /** A PEM file of CA certificates this registry's TLS is checked against, besides the system's. */
+  ca: z.string().default(''),
   /** Host names, addresses or CIDR ranges redirects and token realms may reach although they are loopback or private. */
   redirectAllow: z.array(z.string().refine(isHostOrRange, { message: 'expected a host name, an IP address or a CIDR range such as 10.20.0.0/16' })).default([]),
   rateLimit: z
@@ -132,6 +139,8 @@ const accessRuleSchema = z.strictObject({
 
 const baseSchema = z.strictObject({
   listen: listenAddress,
+  /** Behind a proxy or load balancer: take the client's address and scheme from X-Forwarded-For and X-Forwarded-Proto. */
+  trustProxy: z.boolean().default(false),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   defaultRegistry: z.string().default('docker.io'),
   cache: z
@@ -216,6 +225,8 @@ const baseSchema = z.strictObject({
       token: z.string().default(''),
       /** Host names (besides localhost and loopback addresses) the admin API and dashboard answer to. */
       hosts: z.array(z.string().regex(/^[A-Za-z0-9.-]+$|^\[[0-9a-fA-F:]+\]$/, 'a host name without port, such as stevedore.internal')).default([]),
+      /** A listener of its own for /metrics, /healthz, /readyz, the admin API and the dashboard; empty: they share `listen`. */
+      listen: z.union([z.literal(''), listenAddress]).default(''),
     })
     .prefault({}),
   /** Upstream health: active probes and the per-endpoint circuit breaker. */
@@ -323,6 +334,20 @@ function crossChecks(config: z.output<typeof baseSchema>, ctx: z.RefinementCtx):
     if (config.cluster.advertise === '') ctx.addIssue({ code: 'custom', path: ['cluster', 'advertise'], message: 'set how the other replicas reach this one, such as http://10.0.0.5:5000' });
     if (config.cluster.secret.length < 16) ctx.addIssue({ code: 'custom', path: ['cluster', 'secret'], message: 'set a shared secret of at least 16 characters for replica-to-replica requests' });
   }
+  const seen = new Map<string, number>();
+  config.upstreams.forEach((upstream, index) => {
+    for (const name of [upstream.registry, ...upstream.aliases]) {
+      const first = seen.get(name);
+      if (first !== undefined && first !== index) ctx.addIssue({ code: 'custom', path: ['upstreams', index, 'registry'], message: `"${name}" is already configured by upstreams[${first}]: one entry per registry` });
+      seen.set(name, index);
+    }
+  });
+  if (!seen.has(config.defaultRegistry)) {
+    ctx.addIssue({ code: 'custom', path: ['defaultRegistry'], message: `"${config.defaultRegistry}" is not a configured upstream (${[...seen.keys()].join(', ')}): every pull without a registry would fail` });
+  }
+  if (config.offload.header !== '' && !isLoopbackListen(config.listen)) {
+    ctx.addIssue({ code: 'custom', path: ['offload', 'header'], message: `offload needs listen on a loopback address behind nginx (listen is ${config.listen}): a client reaching Stevedore directly would get empty blob bodies` });
+  }
   if (config.metrics.auth === 'client' && config.auth.htpasswd === '') {
     ctx.addIssue({ code: 'custom', path: ['metrics', 'auth'], message: '"client" needs auth.htpasswd: there are no users to check' });
   }
@@ -330,3 +355,8 @@ function crossChecks(config: z.output<typeof baseSchema>, ctx: z.RefinementCtx):
 export type UpstreamConfig = Config['upstreams'][number];
 export type EndpointConfig = UpstreamConfig['endpoints'][number];
 export type WarmupJobConfig = Config['warmup'][number];
+
+function isLoopbackListen(listen: string): boolean {
+  const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[(.*)\]$/, '$1');
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}

@@ -83,6 +83,14 @@ test('validation errors name the bad key', (t) => {
     ['limits:\n  headersTimeout: slow\n', /"limits\.headersTimeout".*duration/],
     ['auth:\n  access:\n    - allow: ["docker.io/**"]\n', /"auth\.access\.0\.user"/],
     ['auth:\n  realm: \'say "hi"\'\n', /"auth\.realm"/],
+    // Two entries for one registry (or an alias of another), and a default no entry serves.
+    ['upstreams:\n  - registry: docker.io\n    endpoints: [{url: "https://a.example"}]\n  - registry: docker.io\n    endpoints: [{url: "https://b.example"}]\n', /"upstreams\.1\.registry".*already configured by upstreams\[0\]/],
+    ['upstreams:\n  - registry: docker.io\n    aliases: [mirror.gcr.io]\n    endpoints: [{url: "https://a.example"}]\n  - registry: mirror.gcr.io\n    endpoints: [{url: "https://b.example"}]\n', /"upstreams\.1\.registry".*"mirror\.gcr\.io" is already configured/],
+    ['defaultRegistry: ghcr.io\n', /"defaultRegistry".*"ghcr\.io" is not a configured upstream/],
+    ['offload:\n  header: X-Accel-Redirect\n', /"offload\.header".*loopback address.*0\.0\.0\.0:5000/],
+    ['trustProxy: "yes"\n', /"trustProxy"/],
+    ['admin:\n  listen: everywhere\n', /"admin\.listen"/],
+    ['upstreams:\n  - registry: docker.io\n    proxy: socks5://p:1080\n    endpoints: [{url: "https://a.example"}]\n', /"upstreams\.0\.proxy"/],
   ];
   for (const [yaml, expected] of cases) {
     writeFileSync(join(dir, 'm.yml'), yaml);
@@ -93,4 +101,7 @@ test('validation errors name the bad key', (t) => {
     });
   }
   assert.throws(() => loadConfig({ cwd: dir, env: { STEVEDORE_CACHE_NOPE: '1' } }), /STEVEDORE_CACHE_NOPE names no config key/);
+  // Offload behind nginx on loopback is the supported shape.
+  writeFileSync(join(dir, 'm.yml'), 'listen: "127.0.0.1:5000"\noffload:\n  header: X-Accel-Redirect\n');
+  assert.equal(loadConfig({ file: 'm.yml', cwd: dir, env: {} }).offload.header, 'X-Accel-Redirect');
 });
