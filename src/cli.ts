@@ -4,12 +4,15 @@ import { ConfigError, loadConfig } from './config/load.js';
 import { createLogger } from './log.js';
 import { startStevedore } from './stevedore.js';
 import { gcCommand, healthCommand, jobsCommand, verifyCommand, warmCommand } from './cli/commands.js';
+import { describeConfig } from './cli/config-check.js';
+import { VERSION } from './version.js';
 
 const CONFIG_HELP = 'config file (default: $STEVEDORE_CONFIG, else ./mirror.yml if present, else built-in defaults)';
 
 const program = new Command()
   .name('stevedore')
-  .description('A pull-through caching mirror for OCI and Docker container registries');
+  .description('A pull-through caching mirror for OCI and Docker container registries')
+  .version(VERSION, '-V, --version');
 
 program
   .command('serve')
@@ -74,8 +77,9 @@ program
   .command('jobs')
   .description('list the history of warm-up runs')
   .option('--limit <n>', 'how many runs', '20')
+  .option('--json', 'one JSON object per line, every field of each run')
   .option('-c, --config <file>', CONFIG_HELP)
-  .action(async (options: { limit?: string; config?: string }) => {
+  .action(async (options: { limit?: string; json?: boolean; config?: string }) => {
     process.exitCode = await jobsCommand(loadOrExit(options.config), options);
   });
 
@@ -85,6 +89,16 @@ program
   .option('-c, --config <file>', CONFIG_HELP)
   .action(async (options: { config?: string }) => {
     process.exitCode = await healthCommand(loadOrExit(options.config));
+  });
+
+program
+  .command('config')
+  .description('configuration tools')
+  .command('check')
+  .description('validate the config (file, STEVEDORE_* variables, defaults) and print it in effect, secrets masked; exit 2 when invalid')
+  .option('-c, --config <file>', CONFIG_HELP)
+  .action((options: { config?: string }) => {
+    process.stdout.write(`# valid. The configuration in effect, secrets masked; durations in milliseconds, sizes in bytes.\n${describeConfig(loadOrExit(options.config))}`);
   });
 
 function collect(value: string, previous: string[]): string[] {

@@ -104,11 +104,15 @@ export async function verifyCommand(config: Config, options: { repair?: boolean 
   }
 }
 
-export async function jobsCommand(config: Config, options: { limit?: string }): Promise<number> {
+export async function jobsCommand(config: Config, options: { limit?: string; json?: boolean }): Promise<number> {
   await mkdir(config.cache.dir, { recursive: true });
   const database = new CacheDatabase(join(config.cache.dir, 'index.db'));
   try {
     const runs = database.jobs.list(Number(options.limit ?? 20));
+    if (options.json) {
+      for (const r of runs) out(JSON.stringify(r));
+      return 0;
+    }
     out(['ID', 'JOB', 'TRIGGER', 'STARTED', 'STATUS', 'IMAGES', 'FETCHED', 'CACHED', 'BYTES', 'ERRORS'].join('\t'));
     for (const r of runs) {
       out([r.id, r.job, r.trigger, formatTime(r.startedAt), r.status, r.images, r.blobsFetched, r.blobsSkipped, formatBytes(r.bytes), r.errors.length].join('\t'));

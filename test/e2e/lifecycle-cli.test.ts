@@ -101,6 +101,14 @@ test('stevedore warm through a running server, then a skopeo pull of that platfo
     const jobs = await runCli(['jobs', '--config', server.configFile]);
     assert.equal(jobs.code, 0, jobs.stderr);
     assert.match(jobs.stdout, /\ttools\tapi\t.*\tsucceeded\t1\t3\t0\t/);
+    const asJson = await runCli(['jobs', '--json', '--config', server.configFile]);
+    assert.equal(asJson.code, 0, asJson.stderr);
+    const runs = asJson.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    const tools = runs.find((r) => r.job === 'tools');
+    assert.deepEqual(
+      { trigger: tools?.trigger, status: tools?.status, images: tools?.images, blobsFetched: tools?.blobsFetched, blobsSkipped: tools?.blobsSkipped, errors: tools?.errors },
+      { trigger: 'api', status: 'succeeded', images: 1, blobsFetched: 3, blobsSkipped: 0, errors: [] },
+    );
 
     const dry = await runCli(['gc', '--dry-run', '--config', server.configFile]);
     assert.equal(dry.code, 0, dry.stderr);
