@@ -38,7 +38,7 @@ program
     process.once('SIGTERM', () => shutdown('SIGTERM'));
     process.once('SIGINT', () => shutdown('SIGINT'));
     process.on('SIGHUP', () => {
-      log.info({ signal: 'SIGHUP' }, 'reloading the htpasswd file and the TLS certificate');
+      log.info({ signal: 'SIGHUP' }, 'reloading the htpasswd file and the TLS certificate, reopening the audit log');
       stevedore.reload();
     });
   });

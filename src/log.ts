@@ -52,6 +52,12 @@ class TurnBatcher {
     this.sink.flushSync();
   }
 
+  /** Hands the lines so far to the current file, then opens the path again (logrotate moved the file away). */
+  reopen(): void {
+    this.drain();
+    this.sink.reopen();
+  }
+
   private readonly drain = (): void => {
     this.scheduled = false;
     if (this.lines.length === 0) return;
@@ -98,21 +104,34 @@ function resilientSink(path: string | undefined): { sink: Sink; failing(): boole
   return { sink, failing: () => failing };
 }
 
+/** A batched, resilient sink on a file path (stdout when absent). */
+function fileStream(path: string | undefined): TurnBatcher {
+  const { sink, failing } = resilientSink(path);
+  const batcher = new TurnBatcher(sink);
+  // Lines of the last turn must not be lost to process.exit; a failing destination
+  // would make the synchronous flush retry forever, so those lines are given up.
+  process.once('exit', () => {
+    if (!failing()) batcher.flushSync();
+  });
+  return batcher;
+}
+
 /** A pino logger; `destination` is a stream, or a file path to append to (stdout when absent). */
 export function createLogger(level: string, destination?: NodeJS.WritableStream | string): Logger {
-  let stream: NodeJS.WritableStream | TurnBatcher;
-  if (typeof destination === 'string' || destination === undefined) {
-    const { sink, failing } = resilientSink(destination);
-    const batcher = new TurnBatcher(sink);
-    // Lines of the last turn must not be lost to process.exit; a failing destination
-    // would make the synchronous flush retry forever, so those lines are given up.
-    process.once('exit', () => {
-      if (!failing()) batcher.flushSync();
-    });
-    stream = batcher;
-  } else {
-    stream = destination;
-  }
+  return pinoOn(level, typeof destination === 'string' || destination === undefined ? fileStream(destination) : destination);
+}
+
+/**
+ * A pino logger appending to the file at `path`, and `reopen()` to open the
+ * path again after logrotate renamed the file (on SIGHUP): later lines go to
+ * a new file of that name, the earlier ones stay in the renamed one.
+ */
+export function createReopenableLogger(level: string, path: string): { log: Logger; reopen(): void } {
+  const stream = fileStream(path);
+  return { log: pinoOn(level, stream), reopen: () => stream.reopen() };
+}
+
+function pinoOn(level: string, stream: NodeJS.WritableStream | TurnBatcher): Logger {
   return pino(
     {
       level,

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statfsSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { Cache } from './cache/cache.js';
@@ -17,6 +17,7 @@ import type { StatsHistory } from './cache/stats-history.js';
 import type { BlobStore } from './storage/blob-store.js';
 import { cacheModes, type CacheModes } from './storage/fs-store.js';
 import { openStore, type StoreOptions } from './storage/open-store.js';
+import { S3Store } from './storage/s3-store.js';
 import type { Config } from './config/schema.js';
 import { createApp } from './http/app.js';
 import { HtpasswdVerifier } from './http/htpasswd.js';
@@ -26,14 +27,16 @@ import { CacheSweeper } from './jobs/cache-sweeper.js';
 import { startHealthProbes } from './jobs/health-probes.js';
 import { scheduleWarmups, type ScheduledJob } from './jobs/scheduler.js';
 import { WarmupRunner } from './jobs/warmup.js';
-import { createLogger, type Logger } from './log.js';
+import { Readiness } from './jobs/readiness.js';
+import { createReopenableLogger, type Logger } from './log.js';
 import { Metrics } from './metrics/metrics.js';
 import { Mirror, type Clock } from './mirror/mirror.js';
 import { UpstreamResolver, type UpstreamEntry } from './mirror/resolve.js';
 import { EndpointClient } from './upstream/endpoint-client.js';
 import type { SharedBudget } from './upstream/endpoint-state.js';
 import { TokenCache } from './upstream/token-cache.js';
-import { UpstreamRegistry } from './upstream/upstream-registry.js';
+import { UpstreamRegistry, type RequestFailureKind } from './upstream/upstream-registry.js';
+import { VERSION } from './version.js';
 
 const FILL_DRAIN_MS = 20_000;
 /** Per-minute statistics older than this are pruned. */
@@ -53,6 +56,8 @@ export interface Core {
   warmups: WarmupRunner;
   sweeper: CacheSweeper;
   probes: { runOnce(): Promise<void> };
+  /** What GET /readyz answers: whether this instance can serve pulls now. */
+  readiness: Readiness;
   scheduled: ScheduledJob[];
   /** The replicas sharing the bucket; this one alone without Redis. */
   cluster: Cluster;
@@ -68,14 +73,17 @@ export interface Stevedore extends Core {
   url: string;
   /** The plain-HTTP listener's URL, when TLS is on and one is configured. */
   plainUrl: string | undefined;
+  /** The admin listener's URL (/metrics, /healthz, /api/, the dashboard), when admin.listen is set. */
+  adminUrl: string | undefined;
   /** Open client connections, in total and per address, across the listeners. */
   connections: ConnectionGuard;
-  /** Re-reads the htpasswd file and the TLS certificate (SIGHUP); failures keep the old ones. */
+  /** Reopens the audit log (logrotate), re-reads the htpasswd file and the TLS certificate (SIGHUP); failures keep the old ones. */
   reload(): void;
 }
 
 function buildUpstreams(config: Config, tokens: TokenCache, log: Logger, metrics: Metrics, cluster: Cluster): UpstreamEntry[] {
   const observe = (r: { endpoint: string; method: string; status: number; ms: number }): void => metrics.recordUpstreamRequest(r.endpoint, r.method, r.status, r.ms / 1000);
+  const events = { requestFailed: (f: { endpoint: string; method: string; kind: RequestFailureKind }): void => metrics.recordUpstreamFailure(f.endpoint, f.method, f.kind) };
   const breaker = { failureThreshold: config.health.failureThreshold, openMinMs: config.health.openMin, openMaxMs: config.health.openMax };
   return config.upstreams.map((u) => ({
     aliases: u.aliases,
@@ -95,12 +103,15 @@ function buildUpstreams(config: Config, tokens: TokenCache, log: Logger, metrics
             rateLimit: u.rateLimit,
             allowLinkLocal: u.allowLinkLocal,
             redirectAllow: u.redirectAllow,
+            proxy: u.proxy,
+            caFile: u.ca,
             log,
             observe,
             sharedBudget: cluster.mode === 'single' ? undefined : (endpoint, credential) => sharedBudget(cluster, `${endpoint}|${credential}`),
           }),
       ),
       { tagTtlMs: u.tagTtl, maxConcurrentFetches: u.maxConcurrentFetches, maxQueuedFetches: u.maxQueuedFetches },
+      events,
     ),
   }));
 }
@@ -206,7 +217,7 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   cache.onCorrupt = (digest, reason) => log.error({ digest, reason }, 'damaged blob removed from the cache; it will be fetched again');
   const instanceId = instanceIdFor(config);
   const tokens = new TokenCache();
-  const metrics = new Metrics();
+  const metrics = new Metrics({ version: VERSION, instanceId });
   metrics.onMinute = (minute, counts) => {
     try {
       database.stats.add(minute, counts);
@@ -253,7 +264,17 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   const warmups = new WarmupRunner(mirror, database.jobs, instanceId, log);
   const probes = startHealthProbes(resolver.registries(), { intervalMs: options.background ? config.health.probeInterval : 2 ** 31 - 1, timeoutMs: config.health.probeTimeout }, log);
   const schedule = options.background ? scheduleWarmups(config.warmup, warmups, log, leader) : { jobs: [], stop: () => undefined };
-  collectLiveState(metrics, { cache, jobs: database.jobs, mirror, sweeper });
+  const indexQuery = database.connection.prepare('SELECT count(*) FROM sqlite_master');
+  const readiness = new Readiness({
+    queryIndex: () => void indexQuery.get(),
+    // Fills write their temp files there; with a bucket, only the index lives in cache.dir.
+    probeDir: config.storage.driver === 'filesystem' ? join(config.cache.dir, 'tmp') : config.cache.dir,
+    cache,
+    minFree: config.cache.minFreeSpace,
+    checkStore: store instanceof S3Store ? () => store.check() : undefined,
+    mirror,
+  });
+  collectLiveState(metrics, { cache, jobs: database.jobs, mirror, sweeper, cacheDir: config.cache.dir });
   metrics.onCollect(() => {
     metrics.clusterConnected.set(cluster.connected ? 1 : 0);
     metrics.clusterLeader.set(cluster.isLeader() ? 1 : 0);
@@ -285,19 +306,27 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
       database.close();
       await store.close();
     })());
-  return { cache, jobs: database.jobs, stats: database.stats, catalog: database.catalog, metrics, mirror, instanceId, tokens, warmups, sweeper, probes, scheduled: schedule.jobs, cluster, close };
+  return { cache, jobs: database.jobs, stats: database.stats, catalog: database.catalog, metrics, mirror, instanceId, tokens, warmups, sweeper, probes, readiness, scheduled: schedule.jobs, cluster, close };
 }
 
 /** Gauges that mirror live state are set just before each scrape. */
-function collectLiveState(metrics: Metrics, parts: { cache: Cache; jobs: JobHistory; mirror: Mirror; sweeper: CacheSweeper }): void {
-  const { cache, jobs, mirror, sweeper } = parts;
+function collectLiveState(metrics: Metrics, parts: { cache: Cache; jobs: JobHistory; mirror: Mirror; sweeper: CacheSweeper; cacheDir: string }): void {
+  const { cache, jobs, mirror, sweeper, cacheDir } = parts;
+  metrics.diskUsage = () => {
+    try {
+      const fs = statfsSync(cacheDir);
+      return { freeBytes: fs.bavail * fs.bsize, sizeBytes: fs.blocks * fs.bsize };
+    } catch {
+      return undefined; // out of reach for a moment: the gauges keep their last values
+    }
+  };
   const circuit = { closed: 0, 'half-open': 1, open: 2 } as const;
   metrics.onCollect(() => {
     for (const upstream of mirror.upstreams()) {
       for (const e of upstream.endpoints) {
         const labels = { upstream: upstream.registry, endpoint: e.url };
         metrics.circuitState.set(labels, circuit[e.circuit]);
-        metrics.manifestGets.set(labels, e.manifestGets);
+        metrics.advance(metrics.manifestGets, labels, e.manifestGets);
         // Whose budget, without naming the account: user names do not belong in scraped labels.
         const credential = e.credential === 'anonymous' ? 'anonymous' : 'configured';
         if (e.rateLimit?.remaining !== undefined) metrics.rateLimitRemaining.set({ ...labels, credential }, e.rateLimit.remaining);
@@ -307,8 +336,13 @@ function collectLiveState(metrics: Metrics, parts: { cache: Cache; jobs: JobHist
     metrics.cacheBytes.set(cache.bytes);
     metrics.cacheBlobs.set(cache.blobs);
     metrics.cacheQuota.set(sweeper.policy.maxSize);
-    metrics.evictions.set(sweeper.totals.removedBlobs);
-    metrics.evictedBytes.set(sweeper.totals.removedBytes);
+    metrics.advance(metrics.evictions, {}, sweeper.totals.removedBlobs);
+    metrics.advance(metrics.evictedBytes, {}, sweeper.totals.removedBytes);
+    const disk = metrics.diskUsage?.();
+    if (disk) {
+      metrics.diskFree.set(disk.freeBytes);
+      metrics.diskSize.set(disk.sizeBytes);
+    }
     const seen = new Set<string>();
     for (const run of jobs.list(200)) {
       if (seen.has(run.job) || run.finishedAt === null) continue;
@@ -339,35 +373,49 @@ export async function startStevedore(config: Config, log: Logger, options: { clo
     throw err;
   };
   const tls = config.tls.cert ? { cert: config.tls.cert, key: config.tls.key } : undefined;
-  const guard = new ConnectionGuard(
-    { maxConnections: config.limits.maxConnections, maxConnectionsPerClient: config.limits.maxConnectionsPerClient, sendTimeoutMs: config.limits.sendTimeout },
-    (client, queuedBytes) => log.warn({ client, queuedBytes, sendTimeoutMs: config.limits.sendTimeout }, 'client read nothing for sendTimeout: connection closed'),
-  );
+  const connectionLimits = { maxConnections: config.limits.maxConnections, maxConnectionsPerClient: config.limits.maxConnectionsPerClient, sendTimeoutMs: config.limits.sendTimeout };
+  const onStalled = (client: string, queuedBytes: number): void => log.warn({ client, queuedBytes, sendTimeoutMs: config.limits.sendTimeout }, 'client read nothing for sendTimeout: connection closed');
+  const guard = new ConnectionGuard(connectionLimits, onStalled);
   let verifier: HtpasswdVerifier | undefined;
+  // Reopened on SIGHUP (reload), so that logrotate can move the file away.
+  const auditLog = config.auditLog ? createReopenableLogger('info', config.auditLog) : undefined;
+  let plain: Server | undefined;
+  let admin: Server | undefined;
   try {
     verifier = config.auth.htpasswd ? new HtpasswdVerifier(config.auth.htpasswd, { maxFailures: config.auth.maxFailedLogins, failureWindowMs: config.auth.failedLoginWindow }) : undefined;
-    const audit = config.auditLog ? createLogger('info', config.auditLog) : undefined;
+    const audit = auditLog?.log;
     const auth = verifier ? { verifier, realm: config.auth.realm, access: config.auth.access } : undefined;
     const offload = config.offload.header ? config.offload : undefined;
-    const app = createApp({ core, log, adminToken: config.admin.token, adminHosts: config.admin.hosts, audit, auth, offload, redirect: config.storage.driver === 's3' && config.storage.s3.redirect, metricsAuth: config.metrics.auth });
+    const appDeps = { core, log, adminToken: config.admin.token, adminHosts: config.admin.hosts, audit, auth, offload, redirect: config.storage.driver === 's3' && config.storage.s3.redirect, metricsAuth: config.metrics.auth, trustProxy: config.trustProxy };
+    const app = createApp({ ...appDeps, serves: config.admin.listen ? 'public' : 'all' });
     servers.push(createServer(app, config.limits, guard, tls));
-    if (tls && config.tls.plainListen) servers.push(createServer(app, config.limits, guard));
+    if (tls && config.tls.plainListen) servers.push((plain = createServer(app, config.limits, guard)));
     await listen(servers[0]!, parseListen(config.listen));
-    if (servers[1]) await listen(servers[1], parseListen(config.tls.plainListen));
+    if (plain) await listen(plain, parseListen(config.tls.plainListen));
+    if (config.admin.listen) {
+      // Plain HTTP, with connection limits of its own: a public port at its limit leaves health checks and scrapes their way in.
+      servers.push((admin = createServer(createApp({ ...appDeps, serves: 'admin' }), config.limits, new ConnectionGuard(connectionLimits, onStalled))));
+      await listen(admin, parseListen(config.admin.listen));
+    }
   } catch (err) {
     return stopEarly(err);
   }
   const server = servers[0]!;
   const url = localUrl(config.listen, tls ? 'https' : 'http', boundPort(server));
-  const plainUrl = servers[1] ? localUrl(config.tls.plainListen, 'http', boundPort(servers[1])) : undefined;
+  const plainUrl = plain ? localUrl(config.tls.plainListen, 'http', boundPort(plain)) : undefined;
+  const adminUrl = admin ? localUrl(config.admin.listen, 'http', boundPort(admin)) : undefined;
   // The CLI talks to the admin API over plain HTTP when it can: a certificate rarely names 127.0.0.1.
-  announceServer(config.cache.dir, { pid: process.pid, url: plainUrl ?? url });
+  announceServer(config.cache.dir, { pid: process.pid, url: adminUrl ?? plainUrl ?? url });
   log.info(
-    { url, plainUrl, tls: tls !== undefined, clientAuth: verifier ? { users: verifier.size } : false, instanceId: core.instanceId, cacheDir: config.cache.dir, upstreams: config.upstreams.map((u) => u.registry) },
+    { url, plainUrl, adminUrl, trustProxy: config.trustProxy, tls: tls !== undefined, clientAuth: verifier ? { users: verifier.size } : false, instanceId: core.instanceId, cacheDir: config.cache.dir, upstreams: config.upstreams.map((u) => u.registry) },
     'stevedore listening',
   );
 
   const reload = (): void => {
+    if (auditLog) {
+      auditLog.reopen();
+      log.info({ auditLog: config.auditLog }, 'audit log reopened');
+    }
     if (verifier) {
       try {
         verifier.reload();
@@ -413,5 +461,5 @@ export async function startStevedore(config: Config, log: Logger, options: { clo
       await verifier?.close();
       release();
     })());
-  return { ...core, server, servers, url, plainUrl, connections: guard, reload, close };
+  return { ...core, server, servers, url, plainUrl, adminUrl, connections: guard, reload, close };
 }

@@ -125,15 +125,18 @@ export async function jobsCommand(config: Config, options: { limit?: string; jso
 
 /**
  * Asks the server this config describes for /healthz, as a container
- * HEALTHCHECK does: over plainListen when TLS has one, else on `listen`
- * (a wildcard address is reached on loopback). 0 when it answers 200.
+ * HEALTHCHECK does: on admin.listen when set (the only listener serving it
+ * then), else over plainListen when TLS has one, else on `listen` (a
+ * wildcard address is reached on loopback). 0 when it answers 200.
  */
 export async function healthCommand(config: Config, options: { timeoutMs?: number } = {}): Promise<number> {
-  const base = config.tls.cert
-    ? config.tls.plainListen
-      ? localUrl(config.tls.plainListen, 'http')
-      : localUrl(config.listen, 'https')
-    : localUrl(config.listen, 'http');
+  const base = config.admin.listen
+    ? localUrl(config.admin.listen, 'http')
+    : config.tls.cert
+      ? config.tls.plainListen
+        ? localUrl(config.tls.plainListen, 'http')
+        : localUrl(config.listen, 'https')
+      : localUrl(config.listen, 'http');
   // The check is of this machine's own server, whose certificate rarely names its loopback address.
   const dispatcher = new Agent({ connect: { rejectUnauthorized: false } });
   try {

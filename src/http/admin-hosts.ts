@@ -24,27 +24,45 @@ export class AdminHosts {
     return isLoopbackName(name) || this.names.has(name);
   }
 
-  /** Whether a browser Origin belongs to a page this mirror serves (never a foreign site). */
-  allowsOrigin(origin: string, requestHost: string): boolean {
+  /**
+   * Whether a browser Origin belongs to a page this mirror serves (never a
+   * foreign site). `request` is the scheme and host the browser addressed:
+   * Koa's ctx.protocol and ctx.host, which behind a trusted proxy (trustProxy)
+   * come from X-Forwarded-Proto and X-Forwarded-Host.
+   */
+  allowsOrigin(origin: string, request: { protocol: string; host: string }): boolean {
     let url: URL;
     try {
       url = new URL(origin);
     } catch {
       return false;
     }
-    if (this.tokenSet && this.names.size === 0) return url.host.toLowerCase() === requestHost.toLowerCase();
+    // A page served over plain HTTP, which anyone on the path may rewrite, does not post to an HTTPS API.
+    if (request.protocol === 'https' && url.protocol !== 'https:') return false;
+    if (this.tokenSet && this.names.size === 0) return url.host !== '' && url.host === normalHost(request.protocol, request.host);
     return this.allows(url.host);
   }
 
   /** Middleware refusing requests whose Host is not allowed (421: misdirected, as for a name this server does not serve). */
   guard() {
     return async (ctx: Context, next: Next): Promise<void> => {
-      const host = ctx.get('Host');
-      if (!this.allows(host)) {
+      // Behind a trusted proxy the name the browser used is X-Forwarded-Host (ctx.host); the Host
+      // the proxy sent must pass too, so trusting the proxy never loosens the check.
+      const host = [ctx.get('Host'), ...(ctx.app.proxy ? [ctx.host] : [])].find((name) => !this.allows(name));
+      if (host !== undefined) {
         throw new RegistryError(421, 'DENIED', 'this host name is not served here', `the admin API and dashboard answer to loopback names and admin.hosts only, not "${host.slice(0, 100)}"`);
       }
       await next();
     };
+  }
+}
+
+/** A host as a URL of this scheme holds it: lowercased, the scheme's default port dropped; '' when it is no host. */
+function normalHost(protocol: string, host: string): string {
+  try {
+    return new URL(`${protocol}://${host}`).host;
+  } catch {
+    return '';
   }
 }
 

@@ -56,10 +56,22 @@ export function adminRoutes(core: AdminDeps, token: string, hosts: AdminHosts): 
     }
     const served = totals.hits + totals.coalesced + totals.stale;
     const hitRatio = served + totals.misses > 0 ? served / (served + totals.misses) : null;
+    const errors = core.metrics.clientErrors(Date.now() - DAY_MS);
+    const disk = core.metrics.diskUsage?.();
     ctx.body = {
-      totals: { ...totals, hitRatio, cacheBytes: core.cache.bytes, blobs: core.cache.blobs, quotaBytes: core.sweeper.policy.maxSize },
+      totals: { ...totals, hitRatio, cacheBytes: core.cache.bytes, blobs: core.cache.blobs, quotaBytes: core.sweeper.policy.maxSize, errors: errors.total },
       bucketSeconds: 60,
       series,
+      // 5xx answered to registry clients per minute, since this process started (not stored).
+      errorSeries: errors.series,
+      instance: {
+        id: core.metrics.instanceId,
+        version: core.metrics.version,
+        startedAt: core.metrics.startedAt,
+        uptimeSeconds: Math.round((Date.now() - core.metrics.startedAt) / 1000),
+        diskFreeBytes: disk?.freeBytes ?? null,
+        diskSizeBytes: disk?.sizeBytes ?? null,
+      },
     };
   });
 
@@ -72,6 +84,8 @@ export function adminRoutes(core: AdminDeps, token: string, hosts: AdminHosts): 
           url: e.url,
           state: e.state,
           circuit: e.circuit,
+          openUntil: e.openUntil ?? null,
+          consecutiveFailures: e.consecutiveFailures,
           latencyMs: e.latencyMs ?? null,
           lastError: e.lastError ?? null,
           credential: e.credential,
@@ -168,7 +182,9 @@ export function adminCheck(token: string): (ctx: Context) => void {
       if (!sameSecret(ctx.get('Authorization'), `Bearer ${token}`)) {
         throw unauthorized('the admin API needs the configured admin token', { 'WWW-Authenticate': 'Bearer realm="stevedore-admin"' });
       }
-    } else if (!isLoopbackAddress(ctx.req.socket.remoteAddress ?? '')) {
+    } else if (!isLoopbackAddress(ctx.req.socket.remoteAddress ?? '') || !isLoopbackAddress(ctx.ip)) {
+      // Both the TCP peer and the client: behind a proxy on this machine every peer is loopback, so
+      // with trustProxy the address the proxy forwarded must be loopback too (without it, ctx.ip is the peer).
       throw denied('the admin API is open to loopback clients only until admin.token is configured');
     }
   };
@@ -178,7 +194,7 @@ async function readJson(ctx: Context, hosts: AdminHosts): Promise<Record<string,
   // A JSON content type cannot be sent cross-site without a CORS preflight, which we never grant.
   if (!ctx.is('application/json')) throw new RegistryError(415, 'UNSUPPORTED', 'the admin API takes application/json', ctx.get('Content-Type') || 'no Content-Type');
   const origin = ctx.get('Origin');
-  if (origin && !hosts.allowsOrigin(origin, ctx.get('Host'))) throw denied(`cross-origin request from ${origin.slice(0, 100)} refused`);
+  if (origin && !hosts.allowsOrigin(origin, ctx)) throw denied(`cross-origin request from ${origin.slice(0, 100)} refused`);
   let text = '';
   for await (const chunk of ctx.req) {
     text += String(chunk);

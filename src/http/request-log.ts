@@ -26,8 +26,20 @@ function fixedRoute(path: string): string {
   if (path.startsWith('/v2')) return 'v2';
   if (path.startsWith('/api/')) return 'api';
   if (path === '/' || path.startsWith('/ui')) return 'ui';
-  if (path === '/metrics' || path === '/healthz') return path.slice(1);
+  if (path === '/metrics' || path === '/healthz' || path === '/readyz') return path.slice(1);
   return 'other';
+}
+
+/**
+ * The level of a request's line: probes, scrapes and the dashboard's polls and
+ * assets are debug (they come every few seconds and say nothing), a 5xx answered
+ * to a client is a warning, and the rest is info.
+ */
+export function requestLevel(method: string, path: string, status: number): 'debug' | 'info' | 'warn' {
+  if (path === '/healthz' || path === '/readyz' || path === '/metrics') return 'debug';
+  const read = method === 'GET' || method === 'HEAD';
+  if (read && (path === '/' || path === '/ui' || path.startsWith('/ui/') || path.startsWith('/api/'))) return status >= 500 ? 'warn' : 'debug';
+  return status >= 500 ? 'warn' : 'info';
 }
 
 const SERVED_ROUTES: Record<string, 'manifest' | 'blob'> = { manifests: 'manifest', blobs: 'blob' };
@@ -56,7 +68,7 @@ export function requestLog(log: Logger, metrics: Metrics, audit: Logger | undefi
       if (audit && kind && ctx.method === 'GET' && ctx.status < 300) {
         audit.info({ client: ctx.ip, user: fields.user, upstream: fields.upstream, repo: fields.repo, reference: fields.reference, digest: fields.digest, status: ctx.status, complete: finished }, 'pull');
       }
-      log.info(
+      log[requestLevel(ctx.method, ctx.path, ctx.status)](
         {
           reqId,
           method: ctx.method,

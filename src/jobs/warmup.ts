@@ -100,10 +100,10 @@ export class WarmupRunner {
     }
     progress.finishedAt = Date.now();
     this.jobs.update(progress);
-    this.log.info(
-      { job: request.name, status: progress.status, images: progress.images, blobsFetched: progress.blobsFetched, blobsSkipped: progress.blobsSkipped, bytes: progress.bytes, ms: progress.finishedAt - progress.startedAt, errors: progress.errors.length },
-      'warm-up finished',
-    );
+    const summary = { job: request.name, status: progress.status, images: progress.images, blobsFetched: progress.blobsFetched, blobsSkipped: progress.blobsSkipped, bytes: progress.bytes, ms: progress.finishedAt - progress.startedAt, errors: progress.errors.length };
+    // A failed run is a warning, with why (the first few errors; all of them are in the job history).
+    if (progress.status === 'failed') this.log.warn({ ...summary, firstErrors: progress.errors.slice(0, 5) }, 'warm-up failed');
+    else this.log.info(summary, 'warm-up finished');
     return progress;
   }
 

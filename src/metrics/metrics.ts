@@ -3,6 +3,9 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 /** What the cache did for one request; the labels of stevedore_cache_results_total. */
 export type CacheResult = 'hit' | 'miss' | 'coalesced' | 'stale' | 'notfound_cached' | 'pass';
 
+/** Why an upstream request got no response; the `outcome` label of stevedore_upstream_requests_total beside answered and server_error. */
+export type UpstreamFailureOutcome = 'refused' | 'reset' | 'timeout' | 'dns' | 'tls' | 'deadline' | 'error';
+
 /** Counts over a period, for /api/stats and its time series. */
 export interface StatsCounts {
   hits: number;
@@ -38,23 +41,60 @@ export class Metrics {
   readonly clusterRedisErrors = new Counter({ name: 'stevedore_cluster_redis_errors_total', help: 'Redis calls that failed (the replica went on alone for them)', labelNames: ['operation'], registers: [this.registry] });
   readonly clusterConnected = new Gauge({ name: 'stevedore_cluster_redis_connected', help: '1 while Redis answers (or no cluster is configured), 0 while this replica is on its own', registers: [this.registry] });
   readonly clusterLeader = new Gauge({ name: 'stevedore_cluster_leader', help: '1 while this replica runs the housekeeping (eviction, GC, sweeps, scheduled warm-ups)', registers: [this.registry] });
-  readonly upstreamRequests = new Counter({ name: 'stevedore_upstream_requests_total', help: 'Requests sent to upstream endpoints', labelNames: ['endpoint', 'method', 'status'], registers: [this.registry] });
+  readonly upstreamRequests = new Counter({
+    name: 'stevedore_upstream_requests_total',
+    help: 'Requests sent to upstream endpoints, by outcome: answered (status below 500), server_error (5xx), or no answer at all (refused, reset, timeout, dns, tls, deadline, error; status "none")',
+    labelNames: ['endpoint', 'method', 'status', 'outcome'],
+    registers: [this.registry],
+  });
   readonly upstreamDuration = new Histogram({ name: 'stevedore_upstream_request_duration_seconds', help: 'Upstream latency until response headers', labelNames: ['endpoint'], buckets: [0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [this.registry] });
   readonly circuitState = new Gauge({ name: 'stevedore_upstream_circuit_state', help: 'Circuit of each endpoint: 0 closed, 1 half-open, 2 open', labelNames: ['upstream', 'endpoint'], registers: [this.registry] });
   readonly rateLimitRemaining = new Gauge({ name: 'stevedore_ratelimit_remaining', help: 'Last ratelimit-remaining an upstream reported (credential: configured or anonymous)', labelNames: ['upstream', 'endpoint', 'credential'], registers: [this.registry] });
   readonly rateLimitLimit = new Gauge({ name: 'stevedore_ratelimit_limit', help: 'Last ratelimit-limit an upstream reported', labelNames: ['upstream', 'endpoint', 'credential'], registers: [this.registry] });
-  readonly manifestGets = new Gauge({ name: 'stevedore_upstream_manifest_gets', help: 'Manifest GETs sent to an endpoint since start (what counts against pull quotas)', labelNames: ['upstream', 'endpoint'], registers: [this.registry] });
+  readonly manifestGets = new Counter({ name: 'stevedore_upstream_manifest_gets_total', help: 'Manifest GETs sent to an endpoint (what counts against pull quotas)', labelNames: ['upstream', 'endpoint'], registers: [this.registry] });
   readonly cacheBytes = new Gauge({ name: 'stevedore_cache_size_bytes', help: 'Bytes of cached blobs', registers: [this.registry] });
   readonly cacheBlobs = new Gauge({ name: 'stevedore_cache_blobs', help: 'Cached blobs and manifests', registers: [this.registry] });
   readonly cacheQuota = new Gauge({ name: 'stevedore_cache_quota_bytes', help: 'cache.maxSize (0: no quota)', registers: [this.registry] });
-  readonly evictions = new Gauge({ name: 'stevedore_cache_evicted_blobs', help: 'Blobs removed by eviction and GC since start', registers: [this.registry] });
-  readonly evictedBytes = new Gauge({ name: 'stevedore_cache_evicted_bytes', help: 'Bytes removed by eviction and GC since start', registers: [this.registry] });
+  readonly evictions = new Counter({ name: 'stevedore_cache_evicted_blobs_total', help: 'Blobs removed by eviction and GC', registers: [this.registry] });
+  readonly evictedBytes = new Counter({ name: 'stevedore_cache_evicted_bytes_total', help: 'Bytes removed by eviction and GC', registers: [this.registry] });
+  readonly diskFree = new Gauge({ name: 'stevedore_cache_disk_free_bytes', help: 'Bytes free for this process on the file system of cache.dir', registers: [this.registry] });
+  readonly diskSize = new Gauge({ name: 'stevedore_cache_disk_size_bytes', help: 'Size of the file system of cache.dir', registers: [this.registry] });
   readonly warmupLastRun = new Gauge({ name: 'stevedore_warmup_last_run_timestamp_seconds', help: 'When each warm-up job last finished', labelNames: ['job'], registers: [this.registry] });
   readonly warmupDuration = new Gauge({ name: 'stevedore_warmup_last_duration_seconds', help: 'How long the last run of each warm-up job took', labelNames: ['job'], registers: [this.registry] });
   readonly warmupSuccess = new Gauge({ name: 'stevedore_warmup_last_success', help: '1 if the last run of the job succeeded', labelNames: ['job'], registers: [this.registry] });
+  readonly buildInfo = new Gauge({ name: 'stevedore_build_info', help: 'Always 1; the version of this Stevedore as a label', labelNames: ['version'], registers: [this.registry] });
+  /** Totals last copied into counters that follow a running total (`advance`), by counter and labels. */
+  private readonly advanced = new Map<Counter<string>, Map<string, number>>();
 
-  constructor() {
+  readonly version: string;
+  readonly instanceId: string;
+  readonly startedAt = Date.now();
+  /** Free and total bytes of the cache disk, when the wiring can tell (the dashboard and the disk gauges). */
+  diskUsage: (() => { freeBytes: number; sizeBytes: number } | undefined) | undefined;
+  /** 5xx answers to registry clients per minute, for the dashboard's last 24 hours (since start: not stored). */
+  private readonly errorMinutes = new Map<number, number>();
+  private errorsSinceStart = 0;
+
+  constructor(options: { version?: string; instanceId?: string } = {}) {
     collectDefaultMetrics({ register: this.registry });
+    this.version = options.version ?? 'unknown';
+    this.instanceId = options.instanceId ?? '';
+    this.buildInfo.set({ version: this.version }, 1);
+  }
+
+  /**
+   * Moves a counter that follows a running total kept elsewhere (eviction
+   * totals, manifest GETs) up to `total`: counters only ever go up, by the
+   * difference since the last scrape.
+   */
+  advance<L extends string>(counter: Counter<L>, labels: Partial<Record<L, string>>, total: number): void {
+    let totals = this.advanced.get(counter);
+    if (!totals) this.advanced.set(counter, (totals = new Map()));
+    const key = JSON.stringify(labels);
+    const last = totals.get(key) ?? 0;
+    if (total > last) counter.inc(labels, total - last);
+    // A total that went down started over (a new endpoint state): count on from it.
+    totals.set(key, total);
   }
 
   /** Runs before every scrape, to copy live state into gauges. */
@@ -70,6 +110,22 @@ export class Metrics {
   recordRequest(route: string, method: string, status: number, seconds: number): void {
     this.httpRequests.inc({ route, method, status: String(status) });
     this.httpDuration.observe({ route }, seconds);
+    if (status >= 500 && !NOT_REGISTRY_ROUTES.has(route)) this.recordClientError();
+  }
+
+  /** 5xx answered to registry clients: since start, and per minute over the last 24 hours. */
+  clientErrors(sinceMs: number): { total: number; series: { minute: number; errors: number }[] } {
+    const series = [...this.errorMinutes].filter(([minute]) => minute >= sinceMs).map(([minute, errors]) => ({ minute, errors }));
+    return { total: this.errorsSinceStart, series: series.sort((a, b) => a.minute - b.minute) };
+  }
+
+  private recordClientError(): void {
+    const minute = minuteOf(Date.now());
+    this.errorsSinceStart += 1;
+    this.errorMinutes.set(minute, (this.errorMinutes.get(minute) ?? 0) + 1);
+    if (this.errorMinutes.size > ERROR_MINUTES_KEPT) {
+      for (const old of this.errorMinutes.keys()) if (old < minute - ERROR_MINUTES_KEPT * 60_000) this.errorMinutes.delete(old);
+    }
   }
 
   /** One manifest or blob answered; `bytes` is the body sent. */
@@ -94,8 +150,13 @@ export class Metrics {
   }
 
   recordUpstreamRequest(endpoint: string, method: string, status: number, seconds: number): void {
-    this.upstreamRequests.inc({ endpoint, method, status: String(status) });
+    this.upstreamRequests.inc({ endpoint, method, status: String(status), outcome: status >= 500 ? 'server_error' : 'answered' });
     this.upstreamDuration.observe({ endpoint }, seconds);
+  }
+
+  /** A request to an endpoint that got no response at all (refused, timed out…): the upstream error rate needs it. */
+  recordUpstreamFailure(endpoint: string, method: string, outcome: UpstreamFailureOutcome): void {
+    this.upstreamRequests.inc({ endpoint, method, status: 'none', outcome });
   }
 
   /** The counts of the minute under way, for totals that include it. */
@@ -116,6 +177,11 @@ export class Metrics {
     return this.minute.counts;
   }
 }
+
+/** Route labels that are not registry traffic: their errors are not the clients' errors. */
+const NOT_REGISTRY_ROUTES = new Set(['api', 'ui', 'metrics', 'healthz', 'readyz', 'other']);
+/** A day of minutes. */
+const ERROR_MINUTES_KEPT = 24 * 60;
 
 export function minuteOf(ms: number): number {
   return Math.floor(ms / 60_000) * 60_000;

@@ -42,6 +42,18 @@ function duration(seconds) {
   return `${(seconds / 3600).toFixed(1)}h`;
 }
 
+function clock(ms) {
+  const d = new Date(ms);
+  return `${String(d.getHours()).padStart(2, '0')}:${String(d.getMinutes()).padStart(2, '0')}`;
+}
+
+/** An endpoint's health in words: no circuit jargon. */
+function health(e) {
+  if (e.state === 'open') return e.openUntil && e.openUntil > Date.now() ? `down, retrying at ${clock(e.openUntil)}` : 'down, retrying now';
+  if (e.state === 'down') return `failing (${e.consecutiveFailures} in a row)`;
+  return 'up';
+}
+
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
@@ -57,8 +69,9 @@ function renderStats(stats) {
   const t = stats.totals;
   $('hit-ratio').textContent = t.hitRatio === null ? '–' : `${(t.hitRatio * 100).toFixed(1)}%`;
   $('hit-detail').textContent = `${t.hits} hits · ${t.coalesced} coalesced · ${t.stale} stale · ${t.misses} misses`;
-  $('requests').textContent = String(t.hits + t.misses + t.coalesced + t.stale);
-  $('request-detail').textContent = `${t.notFoundCached} answered from the 404 cache`;
+  $('requests').textContent = String(t.hits + t.misses + t.coalesced + t.stale + t.errors);
+  $('request-detail').textContent = `${t.errors} errors (5xx) · ${t.notFoundCached} answered from the 404 cache`;
+  $('request-detail').className = t.errors > 0 ? 'error' : 'muted';
   $('bytes-saved').textContent = bytes(t.bytesFromCache);
   $('bytes-detail').textContent = `served from cache · ${bytes(t.bytesFromUpstream)} fetched upstream`;
   $('cache-size').textContent = bytes(t.cacheBytes);
@@ -66,18 +79,32 @@ function renderStats(stats) {
   $('cache-bar').style.width = `${Math.min(100, used * 100).toFixed(1)}%`;
   $('cache-bar').parentElement.className = used > 0.95 ? 'bar bad' : used > 0.8 ? 'bar warn' : 'bar';
   $('cache-detail').textContent = `${t.blobs} blobs · ${t.quotaBytes > 0 ? `quota ${bytes(t.quotaBytes)}` : 'no quota'}`;
-  renderChart(stats.series);
+  renderChart(stats.series, stats.errorSeries);
+  renderInstance(stats.instance);
 }
 
-function renderChart(series) {
-  const x = series.map((p) => p.minute / 1000);
-  const ratio = series.map((p) => {
+function renderInstance(i) {
+  const disk = i.diskFreeBytes === null ? 'free disk unknown' : `${bytes(i.diskFreeBytes)} free of ${bytes(i.diskSizeBytes)}`;
+  $('instance').textContent = `${i.id} · v${i.version} · up ${duration(i.uptimeSeconds)} · ${disk}`;
+}
+
+function renderChart(series, errorSeries) {
+  // One x axis for both: the minutes with traffic and the minutes with errors.
+  const byMinute = new Map(series.map((p) => [p.minute, { ...p, errors: 0 }]));
+  for (const e of errorSeries) {
+    const point = byMinute.get(e.minute) || { minute: e.minute, hits: 0, misses: 0, coalesced: 0, stale: 0 };
+    byMinute.set(e.minute, { ...point, errors: e.errors });
+  }
+  const points = [...byMinute.values()].sort((a, b) => a.minute - b.minute);
+  const x = points.map((p) => p.minute / 1000);
+  const ratio = points.map((p) => {
     const served = p.hits + p.coalesced + p.stale;
     const all = served + p.misses;
     return all > 0 ? (served / all) * 100 : null;
   });
-  const requests = series.map((p) => p.hits + p.coalesced + p.stale + p.misses);
-  const data = [x, ratio, requests];
+  const requests = points.map((p) => p.hits + p.coalesced + p.stale + p.misses + p.errors);
+  const errors = points.map((p) => p.errors);
+  const data = [x, ratio, requests, errors];
   const width = $('chart').clientWidth || 600;
   if (!chart) {
     chart = new uPlot({
@@ -87,6 +114,7 @@ function renderChart(series) {
         {},
         { label: 'hit ratio %', stroke: '#3fb950', width: 2, scale: '%' },
         { label: 'requests', stroke: '#58a6ff', width: 1, scale: 'n' },
+        { label: 'errors (5xx)', stroke: '#f85149', width: 2, scale: 'n' },
       ],
       axes: [
         { stroke: '#8b98a5', grid: { stroke: '#263241' } },
@@ -119,10 +147,10 @@ function renderUpstreams(data) {
           el('span', { class: 'muted' }, resetIn === null ? '' : `window resets within ${duration(resetIn)} · ${e.credential}`));
         budget.querySelector('.bar > div').style.width = `${(left * 100).toFixed(1)}%`;
       }
-      rows.push(el('tr', {},
+      rows.push(el('tr', { class: e.state === 'up' ? '' : `endpoint-${e.state}` },
         el('td', {}, el('strong', {}, upstream.registry), el('div', { class: 'endpoint' }, e.url),
           e.lastError ? el('div', { class: 'error' }, `${e.lastError.message} (${ago(e.lastError.at)})`) : ''),
-        el('td', {}, el('span', { class: `badge ${e.state}` }, e.state)),
+        el('td', {}, el('span', { class: `badge ${e.state}`, 'data-testid': 'health', 'data-endpoint': e.url }, health(e))),
         el('td', { class: 'num' }, e.latencyMs === null ? '–' : `${e.latencyMs} ms`),
         el('td', {}, budget),
         el('td', { class: 'num' }, String(e.manifestGets))));
@@ -146,16 +174,26 @@ function renderJobs(data) {
       return el('div', { class: 'job' },
         el('div', {}, el('strong', {}, job.name), el('div', { class: 'muted' },
           `${job.images.length} images · ${Array.isArray(job.platforms) ? job.platforms.join(', ') : 'all platforms'}${job.pin ? ' · pinned' : ''} · next ${job.nextRun ? new Date(job.nextRun).toLocaleString() : '–'}`),
-          last ? el('div', {}, el('span', { class: `badge ${last.status}` }, last.status), ' ', el('span', { class: 'muted' }, ago(last.startedAt))) : ''),
+          last ? el('div', {}, el('span', { class: `badge ${last.status}` }, last.status), ' ', el('span', { class: 'muted' }, ago(last.startedAt))) : '',
+          last ? why(last) : ''),
         button);
     })));
   $('runs').replaceChildren(...data.runs.slice(0, 10).map((run) => el('tr', { 'data-job': run.job },
     el('td', { class: 'num' }, String(run.id)),
     el('td', {}, run.job),
     el('td', {}, ago(run.startedAt)),
-    el('td', {}, el('span', { class: `badge ${run.status}` }, run.status)),
+    el('td', {}, el('span', { class: `badge ${run.status}` }, run.status), why(run)),
     el('td', { class: 'num' }, `${run.blobsFetched} · ${bytes(run.bytes)}`),
     el('td', { class: 'num' }, String(run.blobsSkipped)))));
+}
+
+/** Why a run failed or stopped: its first error (and how many more), or its message. */
+function why(run) {
+  if (run.status !== 'failed' && run.status !== 'stopped') return '';
+  const first = run.errors && run.errors.length > 0 ? run.errors[0] : run.message;
+  if (!first) return '';
+  const more = run.errors && run.errors.length > 1 ? ` (and ${run.errors.length - 1} more)` : '';
+  return el('div', { class: 'error', 'data-testid': 'run-error' }, `${first}${more}`);
 }
 
 function renderCluster(data) {

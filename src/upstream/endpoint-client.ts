@@ -1,8 +1,9 @@
-import { Agent, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { Logger } from '../log.js';
-import { assertAllowedTarget, guardedLookup, TargetAllowance } from './address-guard.js';
+import { assertAllowedTarget, TargetAllowance } from './address-guard.js';
 import { VIA_HEADER } from '../oci/headers.js';
 import { EndpointAuth, type Credentials } from './auth.js';
+import { createEgress } from './egress.js';
 import type { BreakerOptions } from './circuit-breaker.js';
 import { EndpointState, type RateLimitPolicy, type SharedBudget } from './endpoint-state.js';
 import type { RateLimit } from './rate-limit.js';
@@ -22,6 +23,10 @@ export interface EndpointOptions {
   allowLinkLocal?: boolean;
   /** Host names, addresses and CIDR ranges redirects and realms may reach although they are private. */
   redirectAllow?: readonly string[];
+  /** '' or absent: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment; 'none': direct; else a forward proxy URL. */
+  proxy?: string;
+  /** A PEM file of CA certificates trusted for this endpoint besides the default ones. */
+  caFile?: string;
   /** Told about every response from this endpoint (metrics). */
   observe?: (response: { endpoint: string; method: string; status: number; ms: number }) => void;
   /** The pull budget shared with the other replicas of a cluster, per endpoint and credential. */
@@ -72,7 +77,8 @@ export class EndpointClient {
   readonly state: EndpointState;
   readonly mirror: boolean;
   private readonly basePath: string;
-  private readonly agent: Agent;
+  /** Everything goes through it: requests, redirects, probes and token fetches. */
+  private readonly agent: Dispatcher;
   private readonly auth: EndpointAuth;
   private readonly observer: EndpointOptions['observe'];
   private readonly allowLinkLocal: boolean;
@@ -88,13 +94,18 @@ export class EndpointClient {
     this.allowLinkLocal = options.allowLinkLocal === true;
     this.allowance = new TargetAllowance(url.hostname.replace(/^\[(.*)\]$/, '$1'), options.redirectAllow);
     this.state = new EndpointState(this.displayUrl, options.credentials?.username || 'anonymous', options.breaker, options.rateLimit, options.log, options.sharedBudget?.(this.displayUrl, options.credentials?.username || 'anonymous'));
-    this.agent = new Agent({
-      connect: { timeout: options.timeouts.connect, ...(this.allowLinkLocal ? {} : { lookup: guardedLookup(this.allowance) }) },
-      headersTimeout: options.timeouts.headers,
-      bodyTimeout: options.timeouts.body,
+    const egress = createEgress({
+      proxy: options.proxy ?? '',
+      caFile: options.caFile ?? '',
+      connectTimeoutMs: options.timeouts.connect,
+      headersTimeoutMs: options.timeouts.headers,
+      bodyTimeoutMs: options.timeouts.body,
       connections: 64,
-      keepAliveTimeout: 30_000,
+      keepAliveTimeoutMs: 30_000,
+      allowance: this.allowLinkLocal ? undefined : this.allowance,
     });
+    this.agent = egress.dispatcher;
+    if (egress.proxy) options.log.info({ upstream: this.displayUrl, proxy: egress.proxy }, 'upstream reached through a proxy');
     this.auth = new EndpointAuth(this.agent, options.tokens, options.credentials, {
       timeoutMs: options.timeouts.headers,
       endpointHost: url.hostname,

@@ -37,6 +37,8 @@ export interface SharedBudget {
 }
 
 const MANIFEST_PATH = /\/manifests\/[^/]+$/;
+/** An endpoint that stays down is logged again at most this often (failed trials and probes come more often). */
+export const STILL_DOWN_LOG_MS = 60_000;
 
 /** What one endpoint looks like from here: circuit, latency, errors, rate-limit budget, quota spent. */
 export class EndpointState {
@@ -46,6 +48,9 @@ export class EndpointState {
   requests = 0;
   latencyMs: number | undefined;
   lastError: { message: string; at: number } | undefined;
+  /** When the circuit last opened, while it has not closed since. */
+  private downSince: number | undefined;
+  private lastDownLog = 0;
 
   constructor(
     readonly url: string,
@@ -88,8 +93,11 @@ export class EndpointState {
     return now - rate.observedAt < windowMs && rate.remaining < this.rateLimitPolicy.minRemaining;
   }
 
-  success(): void {
+  success(now = Date.now()): void {
     this.breaker.success();
+    if (this.downSince === undefined) return;
+    this.log.info({ endpoint: this.url, downMs: now - this.downSince }, 'endpoint answering again: circuit closed');
+    this.downSince = undefined;
   }
 
   /** Neither success nor failure, for example our own deadline cut it short. */
@@ -101,8 +109,16 @@ export class EndpointState {
     this.lastError = { message, at: now };
     const wasOpen = this.breaker.state !== 'closed';
     this.breaker.failure(now);
-    if (!wasOpen && this.breaker.state === 'open') {
-      this.log.warn({ endpoint: this.url, failures: this.breaker.consecutiveFailures, openUntil: new Date(this.breaker.openUntil).toISOString(), err: message }, 'endpoint circuit opened');
+    if (this.breaker.state !== 'open') return;
+    const fields = { endpoint: this.url, failures: this.breaker.consecutiveFailures, openUntil: new Date(this.breaker.openUntil).toISOString(), err: message };
+    if (!wasOpen || this.downSince === undefined) {
+      this.downSince = now;
+      this.lastDownLog = now;
+      this.log.warn(fields, 'endpoint circuit opened');
+    } else if (now - this.lastDownLog >= STILL_DOWN_LOG_MS) {
+      // Each failed trial or probe would be a line; one a minute says it is still down.
+      this.lastDownLog = now;
+      this.log.warn({ ...fields, downSince: new Date(this.downSince).toISOString() }, 'endpoint still down');
     }
   }
 

@@ -49,6 +49,14 @@ export interface BlobStream {
   skip: number;
 }
 
+/** Why a request to an endpoint got no response at all. */
+export type RequestFailureKind = 'refused' | 'reset' | 'timeout' | 'dns' | 'tls' | 'deadline' | 'error';
+
+export interface RegistryEvents {
+  /** A request to an endpoint that ended without a response (responses are observed by the endpoint client). */
+  requestFailed?(failure: { endpoint: string; method: string; kind: RequestFailureKind }): void;
+}
+
 export interface SendOptions {
   /** Endpoints to try last, such as one that just failed mid-blob. */
   avoid?: ReadonlySet<EndpointClient>;
@@ -80,6 +88,7 @@ export class UpstreamRegistry {
     readonly name: string,
     readonly endpoints: readonly EndpointClient[],
     readonly settings: RegistrySettings,
+    private readonly events: RegistryEvents = {},
   ) {
     this.fetchSlots = new Semaphore(settings.maxConcurrentFetches, settings.maxQueuedFetches);
   }
@@ -108,6 +117,7 @@ export class UpstreamRegistry {
           state.lastError = { message: err.message, at: Date.now() };
           throw withLogDetail(denied(`upstream ${this.name} refused the mirror's credentials`), err.message);
         }
+        this.events.requestFailed?.({ endpoint: endpoint.displayUrl, method: req.method, kind: req.signal?.aborted ? 'deadline' : failureKind(err) });
         if (req.signal?.aborted) {
           state.inconclusive();
           throw unavailable(`upstream ${this.name} did not answer within the deadline (${endpoint.displayUrl})`);
@@ -252,6 +262,19 @@ async function errorDetail(body: Readable): Promise<string | undefined> {
 export function discard(body: Readable): void {
   body.on('error', () => undefined);
   body.destroy();
+}
+
+/** Sorts a request that got no response by the error code of Node or undici. */
+export function failureKind(err: unknown): RequestFailureKind {
+  const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
+  const code = String(e.code ?? e.cause?.code ?? '');
+  if (e.name === 'TimeoutError') return 'timeout';
+  if (code === 'ECONNREFUSED') return 'refused';
+  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_SOCKET' || code === 'UND_ERR_CLOSED') return 'reset';
+  if (code === 'ETIMEDOUT' || code.endsWith('_TIMEOUT')) return 'timeout';
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return 'dns';
+  if (/CERT|TLS|SSL|EPROTO|SELF_SIGNED|UNABLE_TO_VERIFY/.test(code)) return 'tls';
+  return 'error';
 }
 
 export function describe(err: unknown): string {

@@ -101,7 +101,8 @@ test('after a miss, a hit, a coalesced pull and a stale serve, /metrics and /api
   assert.ok(metricValue(text, 'stevedore_http_requests_total', 'route="blobs",method="GET",status="200"') >= 4);
   assert.equal(metricValue(text, 'stevedore_ratelimit_limit', `upstream="docker.io",endpoint="${hub.url}",credential="configured"`), 100);
   assert.ok(metricValue(text, 'stevedore_ratelimit_remaining', `upstream="docker.io",endpoint="${hub.url}",credential="configured"`) > 0);
-  assert.equal(metricValue(text, 'stevedore_upstream_manifest_gets', `upstream="docker.io",endpoint="${hub.url}"`), 1);
+  assert.equal(metricValue(text, 'stevedore_upstream_manifest_gets_total', `upstream="docker.io",endpoint="${hub.url}"`), 1);
+  assert.match(text, /^# TYPE stevedore_upstream_manifest_gets_total counter$/m);
   assert.match(text, /^process_resident_memory_bytes \d+/m, 'default process metrics');
 
   const stats = JSON.parse((await get(`${mirror.url}/api/stats`)).body.toString()) as Stats;
@@ -170,9 +171,29 @@ function shownBytes(n: number): string {
   return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
 }
 
+interface Endpoint {
+  url: string;
+  state: string;
+  openUntil: number | null;
+  consecutiveFailures: number;
+  latencyMs: number | null;
+  manifestGets: number;
+  rateLimit: { limit: number; remaining: number } | null;
+}
+
+/** The dashboard's words for an endpoint's health, written again here as the oracle. */
+function shownHealth(e: Endpoint): string {
+  if (e.state === 'open') {
+    if (e.openUntil === null || e.openUntil <= Date.now()) return 'down, retrying now';
+    const at = new Date(e.openUntil);
+    return `down, retrying at ${String(at.getHours()).padStart(2, '0')}:${String(at.getMinutes()).padStart(2, '0')}`;
+  }
+  return e.state === 'down' ? `failing (${e.consecutiveFailures} in a row)` : 'up';
+}
+
 interface ApiView {
-  stats: Stats & { totals: { notFoundCached: number; quotaBytes: number } };
-  upstreams: { upstreams: { registry: string; endpoints: { url: string; state: string; latencyMs: number | null; manifestGets: number; rateLimit: { limit: number; remaining: number } | null }[] }[] };
+  stats: Stats & { totals: { notFoundCached: number; quotaBytes: number; errors: number } };
+  upstreams: { upstreams: { registry: string; endpoints: Endpoint[] }[] };
   images: { images: { upstream: string; repo: string; tag: string; bytes: number; hits: number }[] };
   jobs: { runs: { id: number; job: string; status: string; blobsFetched: number; blobsSkipped: number; bytes: number }[] };
 }
@@ -188,13 +209,13 @@ function expectedFigures(api: ApiView): Record<string, unknown> {
   return {
     hitRatio: `${(t.hitRatio * 100).toFixed(1)}%`,
     hitDetail: `${t.hits} hits · ${t.coalesced} coalesced · ${t.stale} stale · ${t.misses} misses`,
-    requests: String(t.hits + t.misses + t.coalesced + t.stale),
-    requestDetail: `${t.notFoundCached} answered from the 404 cache`,
+    requests: String(t.hits + t.misses + t.coalesced + t.stale + t.errors),
+    requestDetail: `${t.errors} errors (5xx) · ${t.notFoundCached} answered from the 404 cache`,
     bytesSaved: shownBytes(t.bytesFromCache),
     bytesDetail: `served from cache · ${shownBytes(t.bytesFromUpstream)} fetched upstream`,
     cacheSize: shownBytes(t.cacheBytes),
     cacheDetail: `${t.blobs} blobs · ${t.quotaBytes > 0 ? `quota ${shownBytes(t.quotaBytes)}` : 'no quota'}`,
-    upstreams: api.upstreams.upstreams.flatMap((u) => u.endpoints.map((e) => [u.registry, e.url, e.state, e.latencyMs === null ? '–' : `${e.latencyMs} ms`, e.rateLimit ? `${e.rateLimit.remaining} / ${e.rateLimit.limit}` : 'no rate-limit headers seen', String(e.manifestGets)])),
+    upstreams: api.upstreams.upstreams.flatMap((u) => u.endpoints.map((e) => [u.registry, e.url, shownHealth(e), e.latencyMs === null ? '–' : `${e.latencyMs} ms`, e.rateLimit ? `${e.rateLimit.remaining} / ${e.rateLimit.limit}` : 'no rate-limit headers seen', String(e.manifestGets)])),
     images: api.images.images.slice(0, 15).map((i) => [`${i.upstream}/${i.repo}:${i.tag}`, shownBytes(i.bytes), String(i.hits)]),
     runs: api.jobs.runs.slice(0, 10).map((r) => [String(r.id), r.job, r.status, `${r.blobsFetched} · ${shownBytes(r.bytes)}`, String(r.blobsSkipped)]),
   };
@@ -224,7 +245,7 @@ async function shownFigures(page: Page): Promise<Record<string, unknown>> {
       ]),
     ),
     images: await page.$$eval('#images tr', (rows) => rows.map((row) => [row.children[0]!.textContent, row.children[1]!.textContent, row.children[3]!.textContent])),
-    runs: await page.$$eval('#runs tr', (rows) => rows.map((row) => [row.children[0]!.textContent, row.children[1]!.textContent, row.children[3]!.textContent, row.children[4]!.textContent, row.children[5]!.textContent])),
+    runs: await page.$$eval('#runs tr', (rows) => rows.map((row) => [row.children[0]!.textContent, row.children[1]!.textContent, row.children[3]!.querySelector('.badge')?.textContent, row.children[4]!.textContent, row.children[5]!.textContent])),
   };
 }
 
@@ -263,5 +284,60 @@ browserTools.test('the dashboard in a real browser shows every figure the API gi
     await page.screenshot({ path: join(outputDir, 'dashboard.png'), fullPage: true });
   } finally {
     await browser?.close();
+  }
+});
+
+browserTools.test('an upstream that is down: errors counted and charted, "down, retrying at HH:MM", why a warm-up failed, and the instance line', async () => {
+  const dead = await startHubDouble({ upstream: registry.url });
+  let down: TestMirror | undefined;
+  let browser: Browser | undefined;
+  try {
+    await dead.down('refuse');
+    down = await startMirror({
+      upstreams: [{ registry: 'docker.io', url: dead.url }],
+      health: { failureThreshold: 3, openMin: '1h' },
+      warmup: [{ name: 'broken', schedule: '0 0 1 1 *', images: ['team/missing:v1'] }],
+      instanceId: 'dash-down-1',
+    });
+    for (let i = 0; i < 5; i++) assert.equal((await get(`${down.url}/v2/team/web/manifests/v${i}`, { accept: ALL })).status, 503, `pull ${i}`);
+    const run = await down.stevedore.warmups.start({ name: 'broken', images: ['team/missing:v1'], platforms: 'all', pin: false, concurrency: 1, trigger: 'api' }).done;
+    assert.equal(run.status, 'failed');
+
+    const read = async (path: string): Promise<unknown> => JSON.parse((await get(`${down!.url}/api/${path}`)).body.toString());
+    const stats = (await read('stats')) as { totals: { errors: number }; errorSeries: { errors: number }[]; instance: { id: string; version: string; diskFreeBytes: number | null } };
+    assert.equal(stats.totals.errors, 5);
+    assert.equal(stats.errorSeries.reduce((sum, p) => sum + p.errors, 0), 5);
+    assert.equal(stats.instance.id, 'dash-down-1');
+    const version = (JSON.parse(readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8')) as { version: string }).version;
+    assert.equal(stats.instance.version, version);
+    assert.ok(stats.instance.diskFreeBytes !== null && stats.instance.diskFreeBytes > 0);
+    const endpoint = ((await read('upstreams')) as ApiView['upstreams']).upstreams[0]!.endpoints[0]!;
+    assert.equal(endpoint.state, 'open');
+
+    browser = await chromium.launch({
+      executablePath: chromiumPath!,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+    });
+    const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+    await page.goto(`${down.url}/`);
+    await freshPage(page);
+    assert.equal(await page.textContent('#requests'), '5', 'five 503s are five requests, not 0');
+    assert.match((await page.textContent('#request-detail')) ?? '', /^5 errors \(5xx\) · /);
+    const health = (await page.textContent('[data-testid="health"]')) ?? '';
+    assert.match(health, /^down, retrying at \d\d:\d\d$/);
+    assert.equal(health, shownHealth(endpoint));
+    assert.ok(await page.$('#upstreams tr.endpoint-open'), 'the row of the down endpoint stands out');
+    assert.match((await page.textContent('#chart')) ?? '', /errors \(5xx\)/, 'the chart has an errors series');
+    const why = (await page.textContent('#runs tr[data-job="broken"] [data-testid="run-error"]')) ?? '';
+    assert.match(why, /team\/missing:v1/, 'the failed run says why');
+    assert.match((await page.textContent('#jobs')) ?? '', /team\/missing:v1/, 'so does the job');
+    const instance = (await page.textContent('#instance')) ?? '';
+    assert.match(instance, new RegExp(`^dash-down-1 · v${version.replace(/\./g, '\\.')} · up \\d+s · [\\d.]+ [KMGT]?i?B free of [\\d.]+ [KMGT]?i?B$`));
+    mkdirSync(outputDir, { recursive: true });
+    await page.screenshot({ path: join(outputDir, 'dashboard-down.png'), fullPage: true });
+  } finally {
+    await browser?.close();
+    await down?.stop();
+    await dead.stop();
   }
 });

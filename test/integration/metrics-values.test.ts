@@ -90,8 +90,10 @@ test('eviction metrics count what sweeps removed; size, blob and quota gauges fo
   const removed = m.stevedore.sweeper.totals;
   assert.ok(removed.removedBlobs >= 1, 'the quota made a sweep evict');
   assert.ok(report.removed.length <= removed.removedBlobs);
-  assert.equal(await metric(m, 'stevedore_cache_evicted_blobs'), removed.removedBlobs);
-  assert.equal(await metric(m, 'stevedore_cache_evicted_bytes'), removed.removedBytes);
+  assert.equal(await metric(m, 'stevedore_cache_evicted_blobs_total'), removed.removedBlobs);
+  assert.equal(await metric(m, 'stevedore_cache_evicted_bytes_total'), removed.removedBytes);
+  // A second scrape counts nothing twice.
+  assert.equal(await metric(m, 'stevedore_cache_evicted_blobs_total'), removed.removedBlobs);
   assert.equal(await metric(m, 'stevedore_cache_size_bytes'), m.stevedore.cache.bytes);
   assert.equal(await metric(m, 'stevedore_cache_blobs'), m.stevedore.cache.blobs);
   assert.ok(m.stevedore.cache.bytes <= 1024 * 1024);
@@ -106,7 +108,50 @@ test('every series the shipped Grafana dashboard queries exists on /metrics', as
   const queried = new Set([...dashboard.matchAll(/"expr":\s*"((?:[^"\\]|\\.)*)"/g)].flatMap((e) => [...e[1]!.matchAll(/\b((?:stevedore|process|nodejs)_[a-z0-9_]+)/g)].map((n) => n[1]!)));
   assert.ok(queried.size >= 10, `the dashboard queries ${queried.size} series`);
   const text = (await get(`${m.url}/metrics`)).body.toString();
-  const exposed = new Set(text.split('\n').map((line) => /^([a-z_:][a-z0-9_:]*)[{ ]/.exec(line)?.[1]).filter((n): n is string => n !== undefined));
+  // Sampled series, and counters declared but not counted yet (blobs not cached, say).
+  const exposed = new Set(text.split('\n').map((line) => /^(?:# TYPE )?([a-z_:][a-z0-9_:]*)[{ ]/.exec(line)?.[1]).filter((n): n is string => n !== undefined));
   const missing = [...queried].filter((name) => !exposed.has(name));
   assert.deepEqual(missing, [], 'series the dashboard queries that /metrics does not expose');
+});
+
+test('upstream requests that get no response are counted by outcome; build info; no user name in any label', async () => {
+  const user = 'metrics-robot-7f3a';
+  const credentialed = await startHubDouble({ upstream: registry.url, credentials: { username: user, password: 'pw-metrics' } });
+  const dead = await startHubDouble({ upstream: registry.url });
+  try {
+    await dead.down('refuse');
+    const m = await mirrorWith({
+      upstreams: [
+        { registry: 'docker.io', url: [{ url: dead.url, username: user, password: 'pw-metrics' }, { url: credentialed.url, username: user, password: 'pw-metrics' }] },
+      ],
+      health: { failureThreshold: 100 },
+    });
+    assert.equal((await get(`${m.url}/v2/team/app/manifests/v1`, { accept: image.manifestMediaType })).status, 200, 'the second endpoint answers');
+    const refused = await metric(m, 'stevedore_upstream_requests_total', { endpoint: dead.url, method: 'GET', status: 'none', outcome: 'refused' });
+    assert.ok(refused !== undefined && refused >= 1, `refused requests counted: ${refused}`);
+    const answered = await metric(m, 'stevedore_upstream_requests_total', { endpoint: credentialed.url, method: 'GET', status: '200', outcome: 'answered' });
+    assert.ok(answered !== undefined && answered >= 1, `answered requests counted: ${answered}`);
+    const text = (await get(`${m.url}/metrics`)).body.toString();
+    assert.match(text, /^stevedore_build_info\{version="\d+\.\d+\.\d+[^"]*"\} 1$/m);
+    assert.match(text, /^# TYPE stevedore_upstream_requests_total counter$/m);
+    assert.ok(!text.includes(user), 'the upstream user name appears on /metrics');
+    const free = await metric(m, 'stevedore_cache_disk_free_bytes');
+    const size = await metric(m, 'stevedore_cache_disk_size_bytes');
+    assert.ok(free !== undefined && size !== undefined && free > 0 && free <= size, `disk gauges: ${free} of ${size}`);
+  } finally {
+    await dead.stop();
+    await credentialed.stop();
+  }
+});
+
+test('counters are counters: every stevedore_ series that counts since start is a counter named _total', async () => {
+  const m = await mirrorWith({ upstreams: [{ registry: 'docker.io', url: hub.url }] });
+  assert.equal((await get(`${m.url}/v2/team/app/manifests/v1`, { accept: image.manifestMediaType })).status, 200);
+  const text = (await get(`${m.url}/metrics`)).body.toString();
+  const types = new Map([...text.matchAll(/^# TYPE (stevedore_\S+) (\S+)$/gm)].map((t) => [t[1]!, t[2]!]));
+  for (const [name, type] of types) {
+    if (type === 'counter') assert.match(name, /_total$/, `${name} is a counter without _total`);
+    if (name.endsWith('_total')) assert.equal(type, 'counter', `${name} is a ${type}`);
+  }
+  for (const name of ['stevedore_cache_evicted_blobs_total', 'stevedore_cache_evicted_bytes_total', 'stevedore_upstream_manifest_gets_total']) assert.equal(types.get(name), 'counter', name);
 });

@@ -120,9 +120,12 @@ export async function startMirror(options: MirrorOptions): Promise<TestMirror> {
   };
 }
 
-/** The test's environment minus STEVEDORE_* (test knobs would read as config keys): the config file decides. */
+/**
+ * The test's environment minus STEVEDORE_* (test knobs would read as config keys) and the
+ * proxy variables (loopback upstreams are reached directly unless a test passes a proxy): the config file decides.
+ */
 function childEnv(): NodeJS.ProcessEnv {
-  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('STEVEDORE_')));
+  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('STEVEDORE_') && !/^(https?|all|no)_proxy$/i.test(name)));
 }
 
 export interface MirrorProcess {
@@ -158,7 +161,7 @@ export function runCli(args: string[], options: { timeoutMs?: number; env?: Reco
 }
 
 /** Runs `stevedore serve --config <file>` as a child process, as a user would. */
-export async function startMirrorProcess(options: MirrorOptions & { port: number; compiled?: boolean; nodeArgs?: string[]; stdout?: string }): Promise<MirrorProcess> {
+export async function startMirrorProcess(options: MirrorOptions & { port: number; compiled?: boolean; nodeArgs?: string[]; stdout?: string; env?: Record<string, string> }): Promise<MirrorProcess> {
   const work = mkdtempSync(join(tmpdir(), 'stevedore-proc-'));
   const dir = options.dir ?? join(work, 'data');
   const configFile = join(work, 'mirror.yml');
@@ -175,7 +178,7 @@ export async function startMirrorProcess(options: MirrorOptions & { port: number
   const child = spawn(process.execPath, [...(options.nodeArgs ?? []), ...entry, 'serve', '--config', configFile], {
     cwd: repoRoot,
     stdio: ['ignore', stdout, out],
-    env: childEnv(),
+    env: { ...childEnv(), ...options.env },
   });
   closeSync(out);
   if (stdout !== out) closeSync(stdout);
