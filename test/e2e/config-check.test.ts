@@ -50,6 +50,12 @@ test('config check prints the configuration in effect with every secret masked, 
   assert.equal(shown.upstreams[0].proxy, 'http://proxyuser:xxxxx@127.0.0.1:3128');
   assert.equal(shown.storage.s3.accessKeyId, '', 'unset keys stay empty, not "<set>"');
 
+  // Offload on a public listen would hand direct clients empty blob bodies: serve refuses to start.
+  writeFileSync(file, 'listen: "0.0.0.0:5999"\noffload:\n  header: X-Accel-Redirect\n');
+  const offload = await runCli(['serve', '--config', file], { timeoutMs: 30_000 });
+  assert.equal(offload.code, 2, offload.stderr);
+  assert.match(offload.stderr, /"offload\.header".*loopback address/);
+
   writeFileSync(file, 'cache:\n  tagTtl: soon\n');
   const bad = await runCli(['config', 'check', '--config', file]);
   assert.equal(bad.code, 2);
