@@ -8,7 +8,6 @@ import { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
@@ -17,7 +16,7 @@ import { freePort, startRegistry, type RegistryHandle } from '../support/registr
 import { requirement } from '../support/requirements.js';
 import { pushBlob, type PushedBlob } from '../support/seed.js';
 import { runCli, startMirrorProcess, type MirrorProcess } from '../support/stevedore.js';
-import { waitFor } from '../support/wait.js';
+import { acceptsConnections, waitFor } from '../support/wait.js';
 
 const nginx = requirement('nginx', await balancerUnavailableReason());
 const TOKEN = 'trust-proxy-admin-token';
@@ -95,26 +94,13 @@ async function startProxy(backend: string): Promise<Proxy> {
   stops.push(stop);
   const proxy = { appending: `http://127.0.0.1:${appendPort}`, fixed: `http://127.0.0.1:${fixedPort}` };
   for (let i = 0; i < 100 && running(); i++) {
-    if ((await accepts(appendPort)) && (await accepts(fixedPort))) return proxy;
+    if ((await acceptsConnections(appendPort)) && (await acceptsConnections(fixedPort))) return proxy;
     await Promise.race([new Promise((r) => setTimeout(r, 50)), exited]);
   }
   await stop();
   throw new Error(`nginx did not start: ${stderr}${existsSync(join(dir, 'error.log')) ? readFileSync(join(dir, 'error.log'), 'utf8').slice(-2000) : ''}`);
 }
 
-/** Whether something accepts TCP connections on 127.0.0.1:port (false once it is closed). */
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    socket.setTimeout(1_000, () => socket.destroy());
-    socket.once('error', () => undefined); // refused: 'close' follows and answers false
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('close', () => resolve(false));
-  });
-}
 
 async function startWith(name: string, extra: Record<string, unknown>): Promise<{ mirror: MirrorProcess; auditFile: string }> {
   const auditFile = join(work, `${name}-audit.log`);
@@ -230,6 +216,6 @@ nginx.test('admin.listen: /metrics, /healthz, /api/ and the dashboard answer the
   const publicPort = Number(new URL(mirror.url).port);
   process.kill(mirror.pid, 'SIGTERM');
   assert.equal(await mirror.exited, 0);
-  assert.equal(await accepts(publicPort), false, 'the public listener is closed');
-  assert.equal(await accepts(adminPort), false, 'the admin listener is closed');
+  assert.equal(await acceptsConnections(publicPort), false, 'the public listener is closed');
+  assert.equal(await acceptsConnections(adminPort), false, 'the admin listener is closed');
 });

@@ -3,7 +3,7 @@
 // when one is down. All state in a temp dir, stopped by its PID.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { acceptsConnections } from './wait.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './registry.js';
@@ -71,19 +71,6 @@ ${servers}
 `;
 }
 
-/** Whether something accepts TCP connections on 127.0.0.1:port. */
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    socket.setTimeout(1_000, () => socket.destroy());
-    socket.once('error', () => undefined); // refused: 'close' follows and answers false
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('close', () => resolve(false));
-  });
-}
 
 /**
  * Starts nginx balancing over `backends` (http://127.0.0.1:PORT each). Ready
@@ -121,7 +108,7 @@ export async function startBalancer(backends: string[], options: { workers?: num
     rmSync(dir, { recursive: true, force: true });
   };
   for (let i = 0; i < 100 && running(); i++) {
-    if (await accepts(port)) return { url: `http://127.0.0.1:${port}`, port, pid: child.pid!, stop };
+    if (await acceptsConnections(port)) return { url: `http://127.0.0.1:${port}`, port, pid: child.pid!, stop };
     await Promise.race([new Promise((r) => setTimeout(r, 50)), exited]);
   }
   const why = gone ? `exited (${spawnError?.message ?? child.exitCode ?? child.signalCode})` : 'did not listen within 5 s';
