@@ -194,9 +194,10 @@ export async function openCache(config: Config, options: { owner: boolean }): Pr
   let store: BlobStore | undefined;
   try {
     store = await openStore(storeOptions(config, modes));
-    // In a cluster, fills are spooled to the local disk too: streams of other replicas that join
-    // late read the spool back, and blobs relayed from the filling replica land there.
-    const spool = config.cluster.redis ? new FsStore(join(config.cache.dir, 'spool'), modes) : undefined;
+    // Fills into a bucket are spooled to the local disk too: readers that fall behind the fill's
+    // memory (other replicas' streams among them) read the spool back, instead of the fill holding
+    // a window of memory for them; in a cluster, blobs relayed from the filling replica land there.
+    const spool = config.storage.driver === 's3' ? new FsStore(join(config.cache.dir, 'spool'), modes) : undefined;
     await spool?.init();
     const cache = await Cache.open({ database, store, accessFlushIntervalMs: config.cache.accessFlushInterval, owner: options.owner, spool });
     return { database, store, cache };
@@ -215,6 +216,7 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   const { database, store, cache } = await openCache(config, { owner: options.owner });
   if (cache.recovery) log.info({ ...cache.recovery }, 'cache recovered');
   cache.onCorrupt = (digest, reason) => log.error({ digest, reason }, 'damaged blob removed from the cache; it will be fetched again');
+  cache.onSpoolLost = (digest, err) => log.warn({ digest, err: err.message }, 'local spool of a fill failed; the fill goes on into the bucket alone');
   const instanceId = instanceIdFor(config);
   const tokens = new TokenCache();
   const metrics = new Metrics({ version: VERSION, instanceId });

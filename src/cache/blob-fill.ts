@@ -5,6 +5,7 @@ import type { ByteRange } from '../oci/byte-range.js';
 import { createDigester, type Digest } from '../oci/digest.js';
 import { StoreFullError, StoreUnavailableError, type BlobWrite } from '../storage/blob-store.js';
 import { GrowingReader } from './growing-reader.js';
+import { SpoolLostError } from './relay-write.js';
 import { SpillBuffer } from './spill-buffer.js';
 
 /**
@@ -305,7 +306,17 @@ export class BlobFill implements FillHandle {
     const wanted = Math.min(available, max);
     const inMemory = this.memory.at(position, wanted);
     if (inMemory && inMemory.length > 0) return { bytes: inMemory };
-    if (this.write.readBack && !this.released && position < this.stored) return { bytes: await this.write.readBack(position, Math.min(wanted, this.stored - position)) };
+    if (this.write.readBack && !this.released && position < this.stored) {
+      try {
+        return { bytes: await this.write.readBack(position, Math.min(wanted, this.stored - position)) };
+      } catch (err) {
+        // The local copy is gone: readers behind the memory wait for the stored object.
+        if (!(err instanceof SpoolLostError)) throw err;
+        if (this.current === 'committed') return { handover: await this.options.openStored({ start: position, end: last }) };
+        if (this.current === 'streaming' || this.current === 'uncached') return { error: new Error(`fell behind a blob that could not be cached (${this.digest})`) };
+        return { wait: true };
+      }
+    }
     if (inMemory === undefined) {
       // Behind the memory window.
       if (this.current === 'streaming' || this.current === 'uncached') return { error: new Error(`fell behind a blob that could not be cached (${this.digest})`) };

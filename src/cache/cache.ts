@@ -99,6 +99,8 @@ export class Cache {
   onLinked: ((upstream: string, repo: string, digest: string) => void) | undefined;
   /** Called after content was added, so a quota or a free-space floor can be enforced promptly. */
   onGrow: (() => void) | undefined;
+  /** Told when a fill's local spool failed: the fill goes on into the store without it. */
+  onSpoolLost: ((digest: string, err: Error) => void) | undefined;
   private readonly hot: HotRows;
   private readonly content = new VerifiedContent();
   private readonly leases = new Leases();
@@ -331,12 +333,12 @@ export class Cache {
   async beginFill(digest: Digest, options: FillStart & { confirm?: () => Promise<boolean> }): Promise<BlobFill> {
     let write = await this.store.beginWrite(digest, options.expectedSize);
     if (this.spool) {
-      try {
-        write = spooledWrite(write, await this.spool.beginWrite(digest, options.expectedSize));
-      } catch (err) {
-        await write.abort();
-        throw err;
-      }
+      // Without a spool file the fill goes on into the store alone, keeping its memory window for late readers.
+      const spool = await this.spool.beginWrite(digest, options.expectedSize).catch((err: unknown) => {
+        this.onSpoolLost?.(digest.value, err as Error);
+        return undefined;
+      });
+      if (spool) write = spooledWrite(write, spool, digest.value, (err) => this.onSpoolLost?.(digest.value, err));
     }
     return new BlobFill(digest, options.confirm ? fencedWrite(write, options.confirm, digest.value) : write, {
       ...options,

@@ -92,26 +92,50 @@ export function fencedWrite(write: BlobWrite, confirm: () => Promise<boolean>, d
   };
 }
 
+/** Why a spooled write cannot read back any more: its local spool failed (a full disk, say). */
+export class SpoolLostError extends Error {
+  constructor(digest: string, cause: unknown) {
+    super(`the local spool of ${digest} failed: ${(cause as Error).message}`, { cause });
+    this.name = 'SpoolLostError';
+  }
+}
+
 /**
- * A fill's write to the shared store, copied into the local spool as well, so
- * readers that join late (the other replicas' streams among them) read the
- * bytes back instead of waiting for the upload to complete.
+ * A fill's write to the bucket, copied into a local spool file as well, so
+ * readers that fall behind the fill's memory read the bytes back from local
+ * disk instead of waiting for the upload to complete (other replicas' streams
+ * among them). The spool is a convenience: when it fails, the fill goes on
+ * into the bucket alone, readBack says so (SpoolLostError), and readers
+ * behind the memory wait for the stored object.
  */
-export function spooledWrite(write: BlobWrite, spool: BlobWrite): BlobWrite {
+export function spooledWrite(write: BlobWrite, spool: BlobWrite, digest: string, onSpoolLost: (err: Error) => void): BlobWrite {
+  let lost: SpoolLostError | undefined;
   let spoolGone = false;
   const dropSpool = async (): Promise<void> => {
     if (spoolGone) return;
     spoolGone = true;
     await spool.abort();
   };
+  const loseSpool = (err: unknown): void => {
+    if (lost) return;
+    lost = new SpoolLostError(digest, err);
+    onSpoolLost(lost);
+    void dropSpool().catch(() => undefined);
+  };
   return {
     async write(chunks) {
-      // The spool first: when it is full, the retry after making room must not hand the
-      // shared store the same bytes twice. A failing shared store is never retried.
-      await spool.write(chunks);
+      if (!lost) await spool.write(chunks).catch(loseSpool);
       await write.write(chunks);
     },
-    readBack: (position, length) => spool.readBack!(position, length),
+    async readBack(position, length) {
+      if (lost) throw lost;
+      try {
+        return await spool.readBack!(position, length);
+      } catch (err) {
+        loseSpool(err);
+        throw lost!;
+      }
+    },
     commit: () => write.commit(),
     async abort() {
       await write.abort();

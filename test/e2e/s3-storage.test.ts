@@ -4,7 +4,7 @@
 // settings, and the keys kept out of everything a client or a log sees.
 import { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
@@ -160,6 +160,48 @@ rgwTools.test('kill -9 in the middle of a fill: no object under the key, the upl
   assert.equal(again.digest, big.digest);
   await waitFor('the blob in the bucket', () => restarted.logs().split('\n').some((l) => l.includes('"msg":"blob cached"') && l.includes(big.digest)));
   assert.ok((await rgw.keys(BUCKET)).includes(keyOf(big.digest)));
+});
+
+rgwTools.test('a reader far behind a fill reads the local spool back at once; with the spool broken the fill still lands in the bucket', async () => {
+  const m = await mirrorOnS3();
+  const blob = await pushBlob(registry.url, 'acme/spooled', { size: 24 * MiB, seed: 's3-spool' });
+  const url = `${m.url}/v2/acme/spooled/blobs/${blob.digest}`;
+  hub.throttle(6 * MiB);
+  let late: Promise<{ digest: string; firstByteAt: number; endedAt: number }> | undefined;
+  try {
+    // The first reader drives the fill; the second starts 12 MiB behind it, past the fill's memory.
+    let firstBytes = 0;
+    const leader = (async () => {
+      const res = await request(url);
+      const chunks: Buffer[] = [];
+      for await (const chunk of res.body) {
+        chunks.push(chunk as Buffer);
+        firstBytes += (chunk as Buffer).length;
+        if (!late && firstBytes >= 12 * MiB) late = streamDigest(url);
+      }
+      return { status: res.statusCode, bytes: Buffer.concat(chunks), endedAt: Date.now() };
+    })();
+    const led = await leader;
+    assert.equal(led.status, 200);
+    assert.equal(led.bytes.length, blob.size);
+    const followed = await late!;
+    assert.equal(followed.digest, blob.digest);
+    assert.ok(followed.firstByteAt < led.endedAt, 'the late reader got bytes before the fill ended: from the spool, not the finished object');
+  } finally {
+    hub.throttle(null);
+  }
+  await waitForAsync('the object in the bucket', async () => (await rgw.keys(BUCKET)).includes(keyOf(blob.digest)));
+
+  // A spool that cannot be written (here, its temp directory is a file) costs the fill nothing.
+  rmSync(join(m.dir, 'spool', 'tmp'), { recursive: true, force: true });
+  writeFileSync(join(m.dir, 'spool', 'tmp'), 'not a directory');
+  const other = await pushBlob(registry.url, 'acme/spooled', { size: 7 * MiB, seed: 's3-spool-broken' });
+  const pulled = await streamDigest(`${m.url}/v2/acme/spooled/blobs/${other.digest}`);
+  assert.equal(pulled.status, 200);
+  assert.equal(pulled.digest, other.digest);
+  await waitForAsync('the object in the bucket', async () => (await rgw.keys(BUCKET)).includes(keyOf(other.digest)));
+  assert.ok(m.logs().includes('local spool of a fill failed; the fill goes on into the bucket alone'));
+  await retire(m);
 });
 
 rgwTools.test('a corrupting upstream: the client never gets a complete body, and no object appears', async () => {
