@@ -5,6 +5,7 @@ import type { ByteRange } from '../oci/byte-range.js';
 import { createDigester, type Digest } from '../oci/digest.js';
 import { StoreFullError, StoreUnavailableError, type BlobWrite } from '../storage/blob-store.js';
 import { GrowingReader } from './growing-reader.js';
+import { ReadBackBlocks } from './read-back-blocks.js';
 import { SpoolLostError } from './relay-write.js';
 import { SpillBuffer } from './spill-buffer.js';
 
@@ -90,7 +91,7 @@ export interface FillOptions {
 /** Bytes kept in memory once the store gave up, for readers to catch up on. */
 const SPILL_LIMIT = 32 * 1024 * 1024;
 /** The newest bytes kept in memory, so readers at the head need no store read. */
-const RECENT_LIMIT = 8 * 1024 * 1024;
+const RECENT_LIMIT = 2 * 1024 * 1024;
 /** For a store that cannot read back: how far behind the newest byte a reader may fall and still be fed from memory. */
 const WINDOW_LIMIT = 32 * 1024 * 1024;
 /** How long the fill waits for its slowest reader before dropping it. */
@@ -117,6 +118,8 @@ export class BlobFill implements FillHandle {
   /** The newest bytes; once the store gave up, every byte some reader still needs. */
   private memory = new SpillBuffer(0);
   private roomAsked = false;
+  /** Shared read-back of stored bytes, for readers behind the memory. */
+  private readonly readBack: ReadBackBlocks;
   /** Why the store gave up, once it did. */
   private gaveUp: Error | undefined;
   private released = false;
@@ -130,6 +133,7 @@ export class BlobFill implements FillHandle {
     this.digest = id.value;
     this.expected = options.expectedSize;
     this.hash = createDigester(id.algorithm);
+    this.readBack = new ReadBackBlocks((position, length) => this.write.readBack!(position, length));
     this.done = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     this.done.catch(() => undefined); // settled for whoever awaits it; never an unhandled rejection
   }
@@ -308,7 +312,7 @@ export class BlobFill implements FillHandle {
     if (inMemory && inMemory.length > 0) return { bytes: inMemory };
     if (this.write.readBack && !this.released && position < this.stored) {
       try {
-        return { bytes: await this.write.readBack(position, Math.min(wanted, this.stored - position)) };
+        return { bytes: await this.readBack.at(position, wanted, this.stored) };
       } catch (err) {
         // The local copy is gone: readers behind the memory wait for the stored object.
         if (!(err instanceof SpoolLostError)) throw err;
@@ -392,6 +396,7 @@ export class BlobFill implements FillHandle {
     if (this.current === 'filling' || this.current === 'streaming' || this.current === 'verified') return;
     this.released = true;
     this.memory = new SpillBuffer(this.received);
+    this.readBack.clear();
     void this.write.close();
   }
 }
