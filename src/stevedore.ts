@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statfsSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { Cache } from './cache/cache.js';
@@ -18,6 +19,7 @@ import type { BlobStore } from './storage/blob-store.js';
 import { cacheModes, type CacheModes } from './storage/fs-store.js';
 import { openStore, type StoreOptions } from './storage/open-store.js';
 import { S3Store } from './storage/s3-store.js';
+import { ConfigError } from './config/errors.js';
 import type { Config } from './config/schema.js';
 import { createApp } from './http/app.js';
 import { HtpasswdVerifier } from './http/htpasswd.js';
@@ -37,6 +39,8 @@ import type { SharedBudget } from './upstream/endpoint-state.js';
 import { TokenCache } from './upstream/token-cache.js';
 import { UpstreamRegistry, type RequestFailureKind } from './upstream/upstream-registry.js';
 import { VERSION } from './version.js';
+import * as mirrorEvents from './notify/mirror-events.js';
+import { EndpointSettingsError, Notifier } from './notify/notifier.js';
 
 const FILL_DRAIN_MS = 20_000;
 /** Per-minute statistics older than this are pruned. */
@@ -61,6 +65,8 @@ export interface Core {
   scheduled: ScheduledJob[];
   /** The replicas sharing the bucket; this one alone without Redis. */
   cluster: Cluster;
+  /** Events for the configured webhooks: recorded here, delivered from the outbox. */
+  notifications: Notifier;
   /** Stops background work, lets fills land (up to `fillGraceMs`, then discards them) and closes the index. */
   close(options?: { fillGraceMs?: number }): Promise<void>;
 }
@@ -81,7 +87,7 @@ export interface Stevedore extends Core {
   reload(): void;
 }
 
-function buildUpstreams(config: Config, tokens: TokenCache, log: Logger, metrics: Metrics, cluster: Cluster): UpstreamEntry[] {
+function buildUpstreams(config: Config, tokens: TokenCache, log: Logger, metrics: Metrics, cluster: Cluster, notifier: Notifier): UpstreamEntry[] {
   const observe = (r: { endpoint: string; method: string; status: number; ms: number }): void => metrics.recordUpstreamRequest(r.endpoint, r.method, r.status, r.ms / 1000);
   const events = { requestFailed: (f: { endpoint: string; method: string; kind: RequestFailureKind }): void => metrics.recordUpstreamFailure(f.endpoint, f.method, f.kind) };
   const breaker = { failureThreshold: config.health.failureThreshold, openMinMs: config.health.openMin, openMaxMs: config.health.openMax };
@@ -108,6 +114,11 @@ function buildUpstreams(config: Config, tokens: TokenCache, log: Logger, metrics
             log,
             observe,
             sharedBudget: cluster.mode === 'single' ? undefined : (endpoint, credential) => sharedBudget(cluster, `${endpoint}|${credential}`),
+            events: {
+              circuitOpened: (event) => notifier.record(mirrorEvents.circuitOpened(u.registry, event)),
+              circuitClosed: (event) => notifier.record(mirrorEvents.circuitClosed(u.registry, event)),
+              budgetLow: (event) => notifier.record(mirrorEvents.budgetLow(u.registry, event)),
+            },
           }),
       ),
       { tagTtlMs: u.tagTtl, maxConcurrentFetches: u.maxConcurrentFetches, maxQueuedFetches: u.maxQueuedFetches },
@@ -148,8 +159,47 @@ async function joinCluster(config: Config, instanceId: string, log: Logger, metr
   return { cluster, peers };
 }
 
+/**
+ * The notifier the config describes; `deliver` starts sending (the serving
+ * process does; the CLI only adds events to the outbox, which the server sends).
+ */
+export function openNotifier(config: Config, instanceId: string, log: Logger, options: { fileMode?: number; deliver: boolean }): Notifier {
+  const port = config.listen.slice(config.listen.lastIndexOf(':') + 1);
+  let notifier: Notifier;
+  try {
+    notifier = new Notifier({
+      endpoints: config.notifications.endpoints.map((e) => ({
+        name: e.name,
+        url: e.url,
+        allow: e.allow,
+        headers: e.headers,
+        timeoutMs: e.timeout,
+        threshold: e.threshold,
+        backoffMs: e.backoff,
+        maxBackoffMs: e.maxBackoff,
+        format: e.format,
+        secret: e.secret,
+        maxEvents: e.batch.maxEvents,
+        maxWaitMs: e.batch.maxWait,
+        disabled: e.disabled,
+        filter: { actions: e.ignore.actions, mediaTypes: [...e.ignoredMediaTypes, ...e.ignore.mediaTypes], hits: e.ignore.hits },
+      })),
+      maxPending: config.notifications.maxPending,
+      outboxPath: join(config.cache.dir, 'notifications.db'),
+      fileMode: options.fileMode,
+      source: { addr: `${hostname()}:${port}`, instanceID: instanceId },
+      log,
+    });
+  } catch (err) {
+    if (err instanceof EndpointSettingsError) throw new ConfigError(`invalid config key "notifications.endpoints.${err.index}.${err.key}": ${err.message}`);
+    throw err;
+  }
+  if (options.deliver) notifier.start();
+  return notifier;
+}
+
 /** This mirror's name in the loop-detection chain: configured, or random and kept with the cache. */
-function instanceIdFor(config: Config): string {
+export function instanceIdFor(config: Config): string {
   if (config.instanceId) return config.instanceId;
   const file = join(config.cache.dir, 'instance-id');
   if (existsSync(file)) return readFileSync(file, 'utf8').trim();
@@ -215,9 +265,21 @@ export async function openCache(config: Config, options: { owner: boolean }): Pr
 export async function buildCore(config: Config, log: Logger, options: { owner: boolean; background: boolean; clock?: Clock }): Promise<Core> {
   const { database, store, cache } = await openCache(config, { owner: options.owner });
   if (cache.recovery) log.info({ ...cache.recovery }, 'cache recovered');
-  cache.onCorrupt = (digest, reason) => log.error({ digest, reason }, 'damaged blob removed from the cache; it will be fetched again');
   cache.onSpoolLost = (digest, err) => log.warn({ digest, err: err.message }, 'local spool of a fill failed; the fill goes on into the bucket alone');
   const instanceId = instanceIdFor(config);
+  let notifier: Notifier;
+  try {
+    notifier = openNotifier(config, instanceId, log, { fileMode: options.owner ? cacheModes(config.cache.groupReadable).file : undefined, deliver: options.owner && options.background });
+  } catch (err) {
+    cache.close();
+    database.close();
+    await store.close();
+    throw err;
+  }
+  cache.onCorrupt = (digest, reason) => {
+    log.error({ digest, reason }, 'damaged blob removed from the cache; it will be fetched again');
+    notifier.record(mirrorEvents.verifyDamaged(digest, reason, { source: 'serve', removed: true }));
+  };
   const tokens = new TokenCache();
   const metrics = new Metrics({ version: VERSION, instanceId });
   metrics.onMinute = (minute, counts) => {
@@ -230,7 +292,7 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   cache.access.onError = (err) => log.error({ err }, 'could not store access times');
   const { cluster, peers } = await joinCluster(config, instanceId, log, metrics, options.owner && options.background);
   cache.onLinked = cluster.mode === 'single' ? undefined : (upstream, repo, digest) => cluster.link(`${upstream}/${repo}`, digest);
-  const upstreams = buildUpstreams(config, tokens, log, metrics, cluster);
+  const upstreams = buildUpstreams(config, tokens, log, metrics, cluster, notifier);
   const resolver = new UpstreamResolver(upstreams, config.defaultRegistry);
   const mirror = new Mirror({
     cache,
@@ -251,6 +313,9 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
       uncached: (registry, reason) => metrics.uncachedBlobs.inc({ upstream: registry, reason }),
       peerStream: () => metrics.clusterPeerStreams.inc(),
       takeover: () => metrics.clusterTakeovers.inc(),
+      filled: (fill) => notifier.record(mirrorEvents.fillCompleted(fill)),
+      fillFailed: (fill) => notifier.record(mirrorEvents.fillFailed(fill)),
+      digestMismatch: (fill) => notifier.record(mirrorEvents.digestMismatch(fill)),
     },
     clock: options.clock,
     ...(peers ? { cluster: { cluster, peers, leaseTtlMs: config.cluster.leaseTtl } } : {}),
@@ -263,7 +328,9 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   const leader = (): boolean => cluster.isLeader();
   const sweeper = new CacheSweeper(cache, policy, options.background ? config.cache.sweepInterval : 2 ** 31 - 1, log, leader);
   mirror.onDiskFull = (bytes) => sweeper.run({ needFreeBytes: bytes });
+  sweeper.onSwept = (report) => mirrorEvents.sweepRemovals(report).forEach((event) => notifier.record(event));
   const warmups = new WarmupRunner(mirror, database.jobs, instanceId, log);
+  warmups.onFinished = (run) => notifier.record(mirrorEvents.warmupFinished(run));
   const probes = startHealthProbes(resolver.registries(), { intervalMs: options.background ? config.health.probeInterval : 2 ** 31 - 1, timeoutMs: config.health.probeTimeout }, log);
   const schedule = options.background ? scheduleWarmups(config.warmup, warmups, log, leader) : { jobs: [], stop: () => undefined };
   const indexQuery = database.connection.prepare('SELECT count(*) FROM sqlite_master');
@@ -280,6 +347,7 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   metrics.onCollect(() => {
     metrics.clusterConnected.set(cluster.connected ? 1 : 0);
     metrics.clusterLeader.set(cluster.isLeader() ? 1 : 0);
+    metrics.observeNotifications(notifier.status());
   });
   const pruneStats = setInterval(() => {
     try {
@@ -302,13 +370,15 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
       await mirror.fills.drain(closeOptions.fillGraceMs ?? FILL_DRAIN_MS, { discardLate: true });
       // After the fills: their leases are released as stored or failed, not left to lapse.
       await cluster.close();
+      // Last, so that what the fills and sweeps reported is in the outbox for the next start.
+      await notifier.stop();
       await peers?.close();
       await Promise.all(upstreams.flatMap((u) => u.registry.endpoints.map((e) => e.close())));
       cache.close();
       database.close();
       await store.close();
     })());
-  return { cache, jobs: database.jobs, stats: database.stats, catalog: database.catalog, metrics, mirror, instanceId, tokens, warmups, sweeper, probes, readiness, scheduled: schedule.jobs, cluster, close };
+  return { cache, jobs: database.jobs, stats: database.stats, catalog: database.catalog, metrics, mirror, instanceId, tokens, warmups, sweeper, probes, readiness, scheduled: schedule.jobs, cluster, notifications: notifier, close };
 }
 
 /** Gauges that mirror live state are set just before each scrape. */
@@ -406,6 +476,7 @@ export async function startStevedore(config: Config, log: Logger, options: { clo
   const url = localUrl(config.listen, tls ? 'https' : 'http', boundPort(server));
   const plainUrl = plain ? localUrl(config.tls.plainListen, 'http', boundPort(plain)) : undefined;
   const adminUrl = admin ? localUrl(config.admin.listen, 'http', boundPort(admin)) : undefined;
+  core.notifications.setSource({ addr: `${hostname()}:${boundPort(server)}`, instanceID: core.instanceId });
   // The CLI talks to the admin API over plain HTTP when it can: a certificate rarely names 127.0.0.1.
   announceServer(config.cache.dir, { pid: process.pid, url: adminUrl ?? plainUrl ?? url });
   log.info(

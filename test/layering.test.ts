@@ -15,7 +15,8 @@ const ALLOWED: Record<string, string[]> = {
   cluster: [],
   mirror: ['oci', 'cache', 'upstream', 'cluster'],
   jobs: ['oci', 'mirror', 'cache', 'upstream', 'config'],
-  http: ['oci', 'mirror', 'jobs', 'metrics', 'cluster'],
+  notify: ['oci', 'upstream'],
+  http: ['oci', 'mirror', 'jobs', 'metrics', 'cluster', 'notify'],
 };
 const LEAVES = new Set(['log']);
 

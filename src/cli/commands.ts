@@ -10,7 +10,8 @@ import { claimCacheDir, runningServer } from '../cache/server-lock.js';
 import { verifyCache } from '../cache/verify.js';
 import type { WarmupProgress } from '../jobs/warmup.js';
 import { createLogger } from '../log.js';
-import { buildCore, openCache } from '../stevedore.js';
+import { verifyDamaged } from '../notify/mirror-events.js';
+import { buildCore, instanceIdFor, openCache, openNotifier } from '../stevedore.js';
 import { AdminClient } from './admin-client.js';
 import { formatBytes, formatTime } from './format.js';
 import { createProgress } from './progress.js';
@@ -95,6 +96,12 @@ export async function verifyCommand(config: Config, options: { repair?: boolean 
   try {
     const report = await verifyCache(cache, { repair: options.repair === true });
     for (const item of report.damaged) out(`damaged ${item.digest}: ${item.reason}${options.repair ? ' (removed)' : ''}`);
+    if (report.damaged.length > 0) {
+      // Into the outbox: the server (or the next one to start) delivers them.
+      const notifier = openNotifier(config, instanceIdFor(config), createLogger('warn', process.stderr), { deliver: false });
+      for (const item of report.damaged) notifier.record(verifyDamaged(item.digest, item.reason, { source: 'verify', removed: options.repair === true }));
+      await notifier.stop();
+    }
     out(`checked ${report.checked} blobs (${formatBytes(report.bytes)}): ${report.damaged.length} damaged${options.repair ? `, ${report.repaired} removed` : ''}`);
     return report.damaged.length > 0 && !options.repair ? 1 : 0;
   } finally {

@@ -65,18 +65,24 @@ export function validateConfig(raw: unknown): Config {
 }
 
 function readSecretFiles(config: Config, cwd: string): void {
+  config.notifications.endpoints.forEach((endpoint, e) => {
+    if (!endpoint.secretFile) return;
+    endpoint.secret = readSecret(resolve(cwd, endpoint.secretFile), `notifications.endpoints.${e}.secretFile`);
+  });
   config.upstreams.forEach((upstream, u) =>
     upstream.endpoints.forEach((endpoint, e) => {
       if (!endpoint.passwordFile) return;
-      try {
-        endpoint.password = readFileSync(resolve(cwd, endpoint.passwordFile), 'utf8').trim();
-      } catch (err) {
-        throw new ConfigError(
-          `invalid config key "upstreams.${u}.endpoints.${e}.passwordFile": cannot read it (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-        );
-      }
+      endpoint.password = readSecret(resolve(cwd, endpoint.passwordFile), `upstreams.${u}.endpoints.${e}.passwordFile`);
     }),
   );
+}
+
+function readSecret(path: string, key: string): string {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw new ConfigError(`invalid config key "${key}": cannot read it (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
 }
 
 /** Endpoints without credentials of their own take them from a Docker config.json. */

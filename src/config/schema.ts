@@ -1,36 +1,8 @@
-import { isIP } from 'node:net';
 import { Cron } from 'croner';
 import { z } from 'zod';
-import { parseDuration, parseSize } from './units.js';
-
-/** A human string in config (`10m`, `4MiB`) that becomes a number inside. */
-const human = (parse: (text: string) => number | undefined, expected: string) => (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .transform((text, ctx) => {
-      const value = parse(text);
-      if (value === undefined) {
-        ctx.addIssue({ code: 'custom', message: `expected ${expected}, got "${text}"` });
-        return z.NEVER;
-      }
-      return value;
-    });
-
-/** Milliseconds. */
-const duration = human(parseDuration, 'a duration such as 30s, 10m, 6h or 7d');
-/** Milliseconds, or undefined to inherit the global value. */
-const optionalDuration = z
-  .string()
-  .default('')
-  .transform((text, ctx) => {
-    if (text === '') return undefined;
-    const value = parseDuration(text);
-    if (value === undefined) ctx.addIssue({ code: 'custom', message: `expected a duration such as 30s, 10m, 6h or 7d, got "${text}"` });
-    return value;
-  });
-/** Bytes. */
-const size = human(parseSize, 'a size such as 4MiB or 50GiB');
+import { duration, isHostOrRange, optionalDuration, size } from './fields.js';
+import { notificationsSchema } from './notifications-schema.js';
+import { parseSize } from './units.js';
 
 const listenAddress = z
   .string()
@@ -96,13 +68,6 @@ const upstreamSchema = z.strictObject({
     .prefault({}),
 });
 
-function isHostOrRange(entry: string): boolean {
-  const [address, bits, extra] = entry.split('/');
-  if (extra !== undefined || !address) return false;
-  const family = isIP(address);
-  if (bits !== undefined) return family !== 0 && /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
-  return family !== 0 || /^[A-Za-z0-9.-]+$/.test(address);
-}
 
 function isValidCron(expression: string): boolean {
   try {
@@ -296,6 +261,8 @@ const baseSchema = z.strictObject({
       shutdownGrace: duration('30s'),
     })
     .prefault({}),
+  /** Webhooks that are told what the mirror does (pulls, fills, failures, evictions), in distribution's format. */
+  notifications: notificationsSchema,
   metrics: z
     .strictObject({
       /** Who may scrape /metrics: anyone (none), callers of the admin API (admin), or users of auth.htpasswd (client). */

@@ -8,6 +8,7 @@ import type { WarmupRunner } from '../jobs/warmup.js';
 import type { Metrics, StatsCounts } from '../metrics/metrics.js';
 import type { Cluster } from '../cluster/cluster.js';
 import type { Mirror } from '../mirror/mirror.js';
+import type { NotificationsStatus } from '../notify/status.js';
 import type { AdminHosts } from './admin-hosts.js';
 
 /** What the admin API works with. */
@@ -24,6 +25,8 @@ export interface AdminDeps {
   sweeper: CacheSweeper;
   scheduled: ScheduledJob[];
   cluster: Pick<Cluster, 'mode' | 'self' | 'connected' | 'replicas'>;
+  /** Each notification endpoint's state, for /api/notifications and the dashboard. */
+  notifications: { status(): NotificationsStatus };
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -101,6 +104,10 @@ export function adminRoutes(core: AdminDeps, token: string, hosts: AdminHosts): 
   router.get('/cluster', async (ctx) => {
     const { cluster } = core;
     ctx.body = { mode: cluster.mode, self: cluster.self, redisConnected: cluster.connected, replicas: await cluster.replicas() };
+  });
+
+  router.get('/notifications', (ctx) => {
+    ctx.body = core.notifications.status();
   });
 
   router.get('/images', (ctx) => {

@@ -12,12 +12,12 @@ import { AccessRules, basicLogin, clientAuth, type AccessRule } from './client-a
 import type { HtpasswdVerifier } from './htpasswd.js';
 import { errorHandler } from './error-handler.js';
 import { peerRoutes } from './peer-routes.js';
-import { requestLog } from './request-log.js';
+import { requestLog, type PullRecorder } from './request-log.js';
 import { uiRoutes } from './ui-routes.js';
 import { v2Routes, type Offload } from './v2-routes.js';
 
 export interface AppDeps {
-  core: AdminDeps & { mirror: Mirror; instanceId: string; metrics: Metrics; cluster: Cluster; readiness: Pick<Readiness, 'check'> };
+  core: AdminDeps & { mirror: Mirror; instanceId: string; metrics: Metrics; cluster: Cluster; readiness: Pick<Readiness, 'check'>; notifications: PullRecorder };
   log: Logger;
   /** Bearer token for /api/; empty: loopback clients only. */
   adminToken: string;
@@ -70,7 +70,7 @@ export function createApp({ core, log, adminToken, adminHosts, audit, auth, offl
     ctx.type = metrics.registry.contentType;
     ctx.body = await metrics.scrape();
   });
-  app.use(requestLog(log, metrics, audit));
+  app.use(requestLog(log, metrics, audit, core.notifications));
   app.use(errorHandler(log));
   if (serves !== 'admin') {
     // Replicas authenticate with the cluster secret, not as clients.

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Context, Next } from 'koa';
 import type { Logger } from '../log.js';
 import type { CacheResult, Metrics } from '../metrics/metrics.js';
+import type { MirrorEvent, PullOutcome } from '../notify/events.js';
 
 /** Fields the handlers fill in for the access log line and the metrics. */
 export interface RequestLogFields {
@@ -10,6 +11,9 @@ export interface RequestLogFields {
   repo?: string;
   reference?: string;
   digest?: string;
+  /** The whole manifest or blob (a range answer is part of it). */
+  size?: number;
+  mediaType?: string;
   upstream?: string;
   cache?: string;
   error?: unknown;
@@ -42,13 +46,46 @@ export function requestLevel(method: string, path: string, status: number): 'deb
   return status >= 500 ? 'warn' : 'info';
 }
 
+/** Where pull events go (the notifier). */
+export interface PullRecorder {
+  readonly enabled: boolean;
+  record(event: MirrorEvent): void;
+}
+
+/** Answers that hand the content over: whole, a range of it, or a redirect to the store. */
+const PULLED = new Set([200, 206, 307]);
+const OUTCOMES = new Set<string>(['hit', 'miss', 'coalesced', 'stale']);
+
+/** distribution's pull event, with the cache's outcome beside it. */
+function pullEvent(ctx: Context, fields: RequestLogFields, kind: 'manifest' | 'blob', reqId: string, finished: boolean): MirrorEvent {
+  const digest = fields.digest!;
+  const socket = ctx.req.socket;
+  // Behind a trusted proxy ctx.ip is the client's address, and the socket's port is the proxy's.
+  const addr = ctx.ip === socket.remoteAddress && socket.remotePort !== undefined ? `${ctx.ip}:${socket.remotePort}` : ctx.ip;
+  const tag = kind === 'manifest' && fields.reference && !fields.reference.includes(':') ? fields.reference : undefined;
+  return {
+    action: 'pull',
+    target: {
+      mediaType: kind === 'manifest' ? fields.mediaType : 'application/octet-stream',
+      digest,
+      size: fields.size,
+      repository: fields.repo,
+      url: `${ctx.protocol}://${ctx.host}/v2/${fields.repo}/${kind}s/${digest}`,
+      tag,
+    },
+    request: { id: reqId, addr, host: ctx.host, method: ctx.method, useragent: ctx.get('user-agent') },
+    actor: fields.user,
+    detail: { outcome: OUTCOMES.has(fields.cache ?? '') ? (fields.cache as PullOutcome) : 'miss', upstream: fields.upstream, complete: finished },
+  };
+}
+
 const SERVED_ROUTES: Record<string, 'manifest' | 'blob'> = { manifests: 'manifest', blobs: 'blob' };
 
 /**
  * One structured line per request, written when the response is finished or
  * aborted, plus the request's metrics and, when enabled, an audit line per pull.
  */
-export function requestLog(log: Logger, metrics: Metrics, audit: Logger | undefined) {
+export function requestLog(log: Logger, metrics: Metrics, audit: Logger | undefined, notifications?: PullRecorder) {
   return async (ctx: Context, next: Next): Promise<void> => {
     const started = performance.now();
     const reqId = randomUUID();
@@ -65,6 +102,7 @@ export function requestLog(log: Logger, metrics: Metrics, audit: Logger | undefi
       const kind = fields.route ? SERVED_ROUTES[fields.route] : undefined;
       const body = finished && ctx.method === 'GET' ? Number(ctx.response.get('Content-Length')) || 0 : 0;
       if (kind && fields.cache && fields.upstream) metrics.recordServed(fields.upstream, kind, fields.cache as CacheResult, body);
+      if (notifications?.enabled && kind && ctx.method === 'GET' && PULLED.has(ctx.status) && fields.digest) notifications.record(pullEvent(ctx, fields, kind, reqId, finished));
       if (audit && kind && ctx.method === 'GET' && ctx.status < 300) {
         audit.info({ client: ctx.ip, user: fields.user, upstream: fields.upstream, repo: fields.repo, reference: fields.reference, digest: fields.digest, status: ctx.status, complete: finished }, 'pull');
       }

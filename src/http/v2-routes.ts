@@ -104,6 +104,8 @@ async function serveManifest(ctx: Context, mirror: Mirror, target: Target, refer
   const answer = await mirror.manifest(target, reference, acceptedManifests(ctx.headers.accept), head);
   log.cache = answer.cache;
   log.digest = answer.digest;
+  log.mediaType = answer.mediaType;
+  log.size = answer.size;
   ctx.status = 200;
   if (!head) ctx.body = answer.bytes;
   ctx.set({
@@ -119,6 +121,7 @@ async function serveBlob(ctx: Context, mirror: Mirror, target: Target, reference
   log.digest = reference;
   const answer = await mirror.blob(target, reference, head, requesterOf(ctx));
   log.cache = answer.cache;
+  log.size = answer.size;
   if (redirect && !head) {
     // A presigned URL is signed for GET: only GETs of verified objects are sent there.
     const location = await answer.presignedUrl?.();

@@ -14,6 +14,8 @@ export class CacheSweeper {
   private needFreeBytes = 0;
   private readonly timer: NodeJS.Timeout;
   totals = { sweeps: 0, removedBlobs: 0, removedBytes: 0 };
+  /** Told after every sweep (not a dry run) that removed blobs; a listener never throws. */
+  onSwept: ((report: SweepReport) => void) | undefined;
 
   constructor(
     private readonly cache: Cache,
@@ -77,6 +79,7 @@ export class CacheSweeper {
           const reasons: Record<string, number> = {};
           for (const r of report.removed) reasons[r.reason] = (reasons[r.reason] ?? 0) + 1;
           this.log.info({ removed: report.removed.length, reasons, bytes: report.bytes, cacheBytes: report.cacheBytes, freeBytes: report.freeBytes, skippedInUse: report.skippedInUse }, 'cache sweep removed blobs');
+          this.onSwept?.(report);
         }
         return report;
       } catch (err) {

@@ -26,6 +26,21 @@ export interface WarmupProgress extends JobRun {
   bytesDone: number;
 }
 
+/** A finished run, as its listener is told. */
+export interface WarmupSummary {
+  job: string;
+  trigger: string;
+  /** stopped: the pull budget ran low before every image was warmed. */
+  status: 'succeeded' | 'failed' | 'stopped';
+  images: number;
+  blobsFetched: number;
+  blobsSkipped: number;
+  bytes: number;
+  ms: number;
+  errors: number;
+  firstError?: string;
+}
+
 /**
  * Warm-up: resolve each image (a tag costs at most a HEAD when unchanged),
  * then cache the manifests and blobs of the chosen platforms through the same
@@ -34,6 +49,8 @@ export interface WarmupProgress extends JobRun {
 export class WarmupRunner {
   private readonly live = new Map<number, WarmupProgress>();
   private readonly byJob = new Map<string, Promise<WarmupProgress>>();
+  /** Told once per finished run; a listener never throws. */
+  onFinished: ((summary: WarmupSummary) => void) | undefined;
 
   constructor(
     private readonly mirror: Mirror,
@@ -104,6 +121,7 @@ export class WarmupRunner {
     // A failed run is a warning, with why (the first few errors; all of them are in the job history).
     if (progress.status === 'failed') this.log.warn({ ...summary, firstErrors: progress.errors.slice(0, 5) }, 'warm-up failed');
     else this.log.info(summary, 'warm-up finished');
+    this.onFinished?.({ ...summary, status: progress.status, trigger: request.trigger, ...(progress.errors.length > 0 ? { firstError: progress.errors[0] } : {}) });
     return progress;
   }
 

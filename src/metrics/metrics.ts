@@ -17,6 +17,12 @@ export interface StatsCounts {
   bytesFromUpstream: number;
 }
 
+/** What `observeNotifications` reads of the notifier's status (structural: metrics depends on nothing of ours). */
+export interface NotificationsSnapshot {
+  recorded: number;
+  endpoints: { name: string; pending: number; delivered: number; failedAttempts: number; dropped: number; lastSuccessAt?: number }[];
+}
+
 export const emptyCounts = (): StatsCounts => ({ hits: 0, misses: 0, coalesced: 0, stale: 0, notFoundCached: 0, bytesFromCache: 0, bytesFromUpstream: 0 });
 
 /**
@@ -62,6 +68,12 @@ export class Metrics {
   readonly warmupLastRun = new Gauge({ name: 'stevedore_warmup_last_run_timestamp_seconds', help: 'When each warm-up job last finished', labelNames: ['job'], registers: [this.registry] });
   readonly warmupDuration = new Gauge({ name: 'stevedore_warmup_last_duration_seconds', help: 'How long the last run of each warm-up job took', labelNames: ['job'], registers: [this.registry] });
   readonly warmupSuccess = new Gauge({ name: 'stevedore_warmup_last_success', help: '1 if the last run of the job succeeded', labelNames: ['job'], registers: [this.registry] });
+  readonly notificationsRecorded = new Counter({ name: 'stevedore_notifications_recorded_total', help: 'Events recorded for notification endpoints (before each endpoint filters them)', registers: [this.registry] });
+  readonly notificationsDelivered = new Counter({ name: 'stevedore_notifications_delivered_total', help: 'Events delivered to a notification endpoint (answered 2xx)', labelNames: ['endpoint'], registers: [this.registry] });
+  readonly notificationsFailed = new Counter({ name: 'stevedore_notifications_failed_total', help: 'Delivery attempts to a notification endpoint that failed (timeout, refused, non-2xx)', labelNames: ['endpoint'], registers: [this.registry] });
+  readonly notificationsDropped = new Counter({ name: 'stevedore_notifications_dropped_total', help: 'Events dropped, oldest first, because the outbox of the endpoint was full (notifications.maxPending)', labelNames: ['endpoint'], registers: [this.registry] });
+  readonly notificationsPending = new Gauge({ name: 'stevedore_notifications_pending', help: 'Events in the outbox of a notification endpoint, waiting for a 2xx', labelNames: ['endpoint'], registers: [this.registry] });
+  readonly notificationsLastSuccess = new Gauge({ name: 'stevedore_notifications_last_success_timestamp_seconds', help: 'When a notification endpoint last answered a batch with a 2xx (absent until it has)', labelNames: ['endpoint'], registers: [this.registry] });
   readonly buildInfo = new Gauge({ name: 'stevedore_build_info', help: 'Always 1; the version of this Stevedore as a label', labelNames: ['version'], registers: [this.registry] });
   /** Totals last copied into counters that follow a running total (`advance`), by counter and labels. */
   private readonly advanced = new Map<Counter<string>, Map<string, number>>();
@@ -95,6 +107,25 @@ export class Metrics {
     if (total > last) counter.inc(labels, total - last);
     // A total that went down started over (a new endpoint state): count on from it.
     totals.set(key, total);
+  }
+
+  /**
+   * Copies the notifier's state into the notification metrics (from a collect
+   * hook): gauges are set, counters advanced to the notifier's totals.
+   * The endpoint label is the configured endpoint name.
+   */
+  observeNotifications(status: NotificationsSnapshot): void {
+    this.advance(this.notificationsRecorded, {}, status.recorded);
+    for (const e of status.endpoints) {
+      const labels = { endpoint: e.name };
+      // Each series starts at 0, so that increase() sees the first delivery, failure or drop of an endpoint.
+      for (const counter of [this.notificationsDelivered, this.notificationsFailed, this.notificationsDropped]) counter.inc(labels, 0);
+      this.advance(this.notificationsDelivered, labels, e.delivered);
+      this.advance(this.notificationsFailed, labels, e.failedAttempts);
+      this.advance(this.notificationsDropped, labels, e.dropped);
+      this.notificationsPending.set(labels, e.pending);
+      if (e.lastSuccessAt !== undefined) this.notificationsLastSuccess.set(labels, e.lastSuccessAt / 1000);
+    }
   }
 
   /** Runs before every scrape, to copy live state into gauges. */

@@ -4,7 +4,7 @@ import { DigestMismatchError, NotCachedError, SizeMismatchError, type BlobFill, 
 import { isDiskFull, isStoreFull, isStoreUnavailable, type Cache } from '../cache/cache.js';
 import { SOLE_LEASE, type Cluster, type FillLease, type Peer } from '../cluster/cluster.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
-import { tooManyRequests } from '../oci/errors.js';
+import { isRegistryError, tooManyRequests } from '../oci/errors.js';
 import type { Logger } from '../log.js';
 import type { EndpointClient } from '../upstream/endpoint-client.js';
 import { QueueFullError } from '../upstream/semaphore.js';
@@ -30,7 +30,17 @@ export interface FillSnapshot {
   joined: number;
 }
 
-/** What fills report as they go (for metrics). */
+/** What a fill was of, where from (`endpoint`: the upstream's; `replicas`: the peers it was relayed from), and how far it got. */
+export interface FillSubject {
+  kind: 'blob' | 'manifest';
+  digest: string;
+  repo: string;
+  upstream: string;
+  endpoint?: string;
+  bytes: number;
+}
+
+/** What fills report as they go (for metrics and notifications); a listener never throws. */
 export interface FillEvents {
   upstreamBytes(registry: string, bytes: number): void;
   /** A blob went to its clients uncached: the store was full or out of reach. */
@@ -39,6 +49,12 @@ export interface FillEvents {
   peerStream?(): void;
   /** This replica took over the fill of a replica that went away. */
   takeover?(): void;
+  /** Content fetched and committed to the cache. */
+  filled?(e: FillSubject & { replicas?: string[]; ms: number; mediaType?: string; tag?: string }): void;
+  /** A fill that cached nothing; `cached: false` when its clients got the content all the same (the store could not take it). */
+  fillFailed?(e: FillSubject & { reason: string; cached?: boolean }): void;
+  /** The upstream or a replica sent bytes that do not match the digest (or size) asked for; reported besides fillFailed. */
+  digestMismatch?(e: FillSubject & { replicas?: string[] }): void;
 }
 
 /** How replicas share fills: who fills a digest, and how the others follow. */
@@ -297,6 +313,8 @@ export class BlobFills {
     } catch (err) {
       release();
       void lease.release('failed');
+      // A 404 is the client's miss, not a failed fill.
+      if (!(isRegistryError(err) && err.status === 404)) this.reportFailure(err, { kind: 'blob', digest: digest.value, repo: source.repo, upstream: source.registry, bytes: 0 });
       throw err;
     }
     this.drive(fill, upstream, source)
@@ -337,6 +355,7 @@ export class BlobFills {
       });
     } catch (err) {
       discard(feed.stream.body);
+      this.reportFailure(err, { kind: 'blob', digest: digest.value, repo: source.repo, upstream: source.registry, bytes: 0 }, [feed.peer.id]);
       throw err;
     }
     this.events.peerStream?.();
@@ -418,10 +437,12 @@ export class BlobFills {
       await this.cache.commitFill(fill, { upstream: source.registry, repo: source.repo });
       await held.lease?.release('stored');
       this.log.info({ digest, upstream: source.registry, repo: source.repo, bytes: fill.bytesReceived, ms: Date.now() - started, relayed: [...fedBy] }, 'blob cached');
+      this.events.filled?.({ kind: 'blob', digest, repo: source.repo, upstream: source.registry, endpoint: endpoint?.displayUrl, replicas: [...fedBy], bytes: fill.bytesReceived, ms: Date.now() - started });
     } catch (err) {
       await fill.fail(err as Error);
       await held.lease?.release('failed');
       const fields = { digest, upstream: source.registry, repo: source.repo, bytes: fill.bytesReceived, err: describe(err), replicas: [...fedBy] };
+      this.reportFailure(err, { kind: 'blob', digest, repo: source.repo, upstream: source.registry, endpoint: endpoint?.displayUrl, bytes: fill.bytesReceived }, [...fedBy]);
       if ((err instanceof DigestMismatchError || err instanceof SizeMismatchError) && !endpoint) {
         for (const id of fedBy) relay.distrust(id);
         this.log.error(fields, 'a replica sent bytes that do not match the digest: nothing kept, and it is not streamed from for a while');
@@ -475,11 +496,13 @@ export class BlobFills {
       }
       await this.cache.commitFill(fill, { upstream: source.registry, repo: source.repo });
       this.log.info({ digest, upstream: source.registry, repo: source.repo, bytes: fill.bytesReceived, ms: Date.now() - started, endpoint: stream.endpoint.displayUrl }, 'blob cached');
+      this.events.filled?.({ kind: 'blob', digest, repo: source.repo, upstream: source.registry, endpoint: stream.endpoint.displayUrl, bytes: fill.bytesReceived, ms: Date.now() - started });
       return true;
     } catch (err) {
       count();
       await fill.fail(err as Error);
       const fields = { digest, upstream: source.registry, repo: source.repo, bytes: fill.bytesReceived, err: describe(err), endpoint: stream.endpoint.displayUrl };
+      this.reportFailure(err, { kind: 'blob', digest, repo: source.repo, upstream: source.registry, endpoint: stream.endpoint.displayUrl, bytes: fill.bytesReceived });
       if (err instanceof NotCachedError) {
         this.log.error(fields, err.storeFull ? 'blob served but not cached: the cache disk is full' : 'blob served but not cached: the cache store is unavailable');
       } else if (isDiskFull(err)) {
@@ -492,6 +515,12 @@ export class BlobFills {
       }
       return false;
     }
+  }
+
+  /** Tells the listeners a fill failed, and whether its bytes did not match the digest. */
+  private reportFailure(err: unknown, subject: FillSubject, replicas?: string[]): void {
+    this.events.fillFailed?.({ ...subject, reason: describe(err), ...(err instanceof NotCachedError ? { cached: false } : {}) });
+    if (err instanceof DigestMismatchError || err instanceof SizeMismatchError) this.events.digestMismatch?.({ ...subject, ...(replicas ? { replicas } : {}) });
   }
 
   private forget(digest: Digest, entry: ActiveFill): void {

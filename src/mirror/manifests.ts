@@ -7,6 +7,7 @@ import { badGateway, isRegistryError, manifestUnknown, withOutcome, type Registr
 import { manifestMediaType, referencedDigests } from '../oci/manifest.js';
 import { isAccepted, MANIFEST_MEDIA_TYPES } from '../oci/media-types.js';
 import type { Logger } from '../log.js';
+import type { FillEvents } from './blob-fills.js';
 import type { CacheOutcome } from './outcome.js';
 import type { RepositoryGate } from './repository-gate.js';
 import type { Target } from './resolve.js';
@@ -56,7 +57,7 @@ export class ManifestService {
   private readonly cache: Cache;
   private readonly policy: ManifestPolicy;
   private readonly log: Logger;
-  private readonly events: { upstreamBytes(registry: string, bytes: number): void };
+  private readonly events: FillEvents;
   private readonly gate: RepositoryGate;
   /** Makes room for `bytes` on a full cache disk (an eviction sweep); never throws. */
   private readonly makeRoom: (bytes: number) => Promise<void>;
@@ -68,7 +69,7 @@ export class ManifestService {
     cache: Cache;
     policy: ManifestPolicy;
     log: Logger;
-    events: { upstreamBytes(registry: string, bytes: number): void };
+    events: FillEvents;
     gate: RepositoryGate;
     makeRoom: (bytes: number) => Promise<void>;
     clock: { now(): number };
@@ -236,6 +237,7 @@ export class ManifestService {
   /** GETs a manifest, verifies its digest, and stores it before anyone sees it. */
   private async fetchAndStore(target: Target, reference: string, accept: readonly string[], expected?: Digest): Promise<Stored> {
     if (this.policy.notFoundTtlMs > 0 && (await this.cluster.isNotFound(sharedTagKey(target, reference, accept)))) throw sharedNotFound(target, reference);
+    const started = Date.now(); // a duration: the real clock, not the TTL clock tests step
     const fetched = await target.upstream.fetchManifest(target.repo, reference, accept, this.policy.maxManifestBytes, target.via);
     this.events.upstreamBytes(target.registry, fetched.bytes.length);
     const mediaType = manifestMediaType(fetched.bytes, fetched.contentType);
@@ -250,14 +252,22 @@ export class ManifestService {
     const algorithm = expected?.algorithm ?? (fetched.digest?.startsWith('sha512:') ? 'sha512' : 'sha256');
     const actual = digestOf(fetched.bytes, algorithm);
     const claimed = expected?.value ?? fetched.digest;
+    const subject = { kind: 'manifest' as const, repo: target.repo, upstream: target.registry, endpoint: fetched.endpoint, bytes: fetched.bytes.length };
     if (claimed !== undefined && claimed !== actual) {
+      this.events.fillFailed?.({ ...subject, digest: claimed, reason: `digest mismatch: expected ${claimed}, upstream sent ${actual}` });
+      this.events.digestMismatch?.({ ...subject, digest: claimed });
       throw badGateway(`upstream ${target.registry} sent manifest ${target.repo}:${reference} with digest ${actual}, expected ${claimed}`);
     }
     const digest = parseDigest(actual);
     const entry = { digest, bytes: fetched.bytes, mediaType, children: referencedDigests(fetched.bytes), upstream: target.registry, repo: target.repo };
-    if (!(await this.store(entry))) return { digest: digest.value, mediaType, size: fetched.bytes.length, uncached: fetched.bytes };
+    if (!(await this.store(entry))) {
+      this.events.fillFailed?.({ ...subject, digest: digest.value, reason: 'the cache disk is full', cached: false });
+      return { digest: digest.value, mediaType, size: fetched.bytes.length, uncached: fetched.bytes };
+    }
     // The type stored first for this digest stands, whatever this answer said.
-    return { digest: digest.value, mediaType: this.cache.lookupBlob(digest)?.mediaType ?? mediaType, size: fetched.bytes.length };
+    const stored = { digest: digest.value, mediaType: this.cache.lookupBlob(digest)?.mediaType ?? mediaType, size: fetched.bytes.length };
+    this.events.filled?.({ ...subject, digest: stored.digest, mediaType: stored.mediaType, ms: Date.now() - started, ...(reference.includes(':') ? {} : { tag: reference }) });
+    return stored;
   }
 
   /** Stores a verified manifest; on a full disk, makes room and tries once more. False: it could not be cached. */

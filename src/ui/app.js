@@ -207,6 +207,27 @@ function renderCluster(data) {
     el('td', {}, [r.leader ? 'housekeeping' : '', r.self ? 'this one' : ''].filter(Boolean).join(' · ') || '–'))));
 }
 
+/** A notification endpoint's state in words. */
+function delivery(e) {
+  if (e.state === 'sending') return 'delivering';
+  if (e.state === 'retrying') return e.nextAttemptAt && e.nextAttemptAt > Date.now() ? `retrying at ${clock(e.nextAttemptAt)}` : 'retrying now';
+  return e.state; // idle, disabled
+}
+
+function renderNotifications(data) {
+  $('notifications-panel').hidden = data.endpoints.length === 0;
+  $('notifications-recorded').textContent = `${data.recorded} events recorded since start`;
+  $('notifications').replaceChildren(...data.endpoints.map((e) => el('tr', { class: `notify-${e.state}`, 'data-endpoint': e.name },
+    el('td', {}, el('strong', {}, e.name), el('div', { class: 'endpoint' }, e.url),
+      e.lastFailure ? el('div', { class: 'error', 'data-testid': 'notify-error' }, `${e.lastFailure.message} (${ago(e.lastFailure.at)})`) : ''),
+    el('td', {}, el('span', { class: `badge ${e.state}`, 'data-testid': 'notify-state' }, delivery(e))),
+    el('td', { class: 'num' }, String(e.pending)),
+    el('td', { class: 'num' }, String(e.delivered)),
+    el('td', { class: 'num' }, String(e.failedAttempts)),
+    el('td', { class: e.dropped > 0 ? 'num error' : 'num' }, String(e.dropped)),
+    el('td', {}, e.lastSuccessAt ? clock(e.lastSuccessAt) : 'never'))));
+}
+
 function renderImages(data) {
   $('images').replaceChildren(...data.images.slice(0, 15).map((image) => el('tr', {},
     el('td', {}, `${image.upstream}/${image.repo}:${image.tag}`),
@@ -217,12 +238,13 @@ function renderImages(data) {
 
 async function refresh() {
   try {
-    const [stats, upstreams, jobs, images, cluster] = await Promise.all([api('/stats'), api('/upstreams'), api('/jobs'), api('/images'), api('/cluster')]);
+    const [stats, upstreams, jobs, images, cluster, notifications] = await Promise.all([api('/stats'), api('/upstreams'), api('/jobs'), api('/images'), api('/cluster'), api('/notifications')]);
     renderStats(stats);
     renderUpstreams(upstreams);
     renderCluster(cluster);
     renderJobs(jobs);
     renderImages(images);
+    renderNotifications(notifications);
     $('status').textContent = `updated ${new Date().toLocaleTimeString()}`;
     $('status').className = 'muted';
   } catch (err) {

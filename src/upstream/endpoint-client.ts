@@ -5,7 +5,7 @@ import { VIA_HEADER } from '../oci/headers.js';
 import { EndpointAuth, type Credentials } from './auth.js';
 import { createEgress } from './egress.js';
 import type { BreakerOptions } from './circuit-breaker.js';
-import { EndpointState, type RateLimitPolicy, type SharedBudget } from './endpoint-state.js';
+import { EndpointState, type EndpointEvents, type RateLimitPolicy, type SharedBudget } from './endpoint-state.js';
 import type { RateLimit } from './rate-limit.js';
 import type { TokenCache } from './token-cache.js';
 
@@ -31,6 +31,8 @@ export interface EndpointOptions {
   observe?: (response: { endpoint: string; method: string; status: number; ms: number }) => void;
   /** The pull budget shared with the other replicas of a cluster, per endpoint and credential. */
   sharedBudget?: (endpoint: string, credential: string) => SharedBudget | undefined;
+  /** Told when the circuit opens or closes and when the pull budget runs low (notifications). */
+  events?: EndpointEvents;
 }
 
 
@@ -93,7 +95,8 @@ export class EndpointClient {
     this.mirror = options.mirror;
     this.allowLinkLocal = options.allowLinkLocal === true;
     this.allowance = new TargetAllowance(url.hostname.replace(/^\[(.*)\]$/, '$1'), options.redirectAllow);
-    this.state = new EndpointState(this.displayUrl, options.credentials?.username || 'anonymous', options.breaker, options.rateLimit, options.log, options.sharedBudget?.(this.displayUrl, options.credentials?.username || 'anonymous'));
+    const credential = options.credentials?.username || 'anonymous';
+    this.state = new EndpointState(this.displayUrl, credential, options.breaker, options.rateLimit, options.log, options.sharedBudget?.(this.displayUrl, credential), options.events);
     const egress = createEgress({
       proxy: options.proxy ?? '',
       caFile: options.caFile ?? '',

@@ -36,6 +36,16 @@ export interface SharedBudget {
   read(): { remaining: number } | undefined;
 }
 
+/** What an endpoint's state reports as it changes (for notifications); a listener never throws. */
+export interface EndpointEvents {
+  /** The circuit opened (its first opening; not the 'still down' reminders). */
+  circuitOpened?(e: { endpoint: string; failures: number; reason: string }): void;
+  /** The endpoint answered again after its circuit had opened. */
+  circuitClosed?(e: { endpoint: string; downMs: number }): void;
+  /** The pull budget fell under rateLimit.warnBelow. `credential` is never the user name. */
+  budgetLow?(e: { endpoint: string; credential: 'anonymous' | 'configured'; remaining: number; limit?: number; windowSeconds?: number }): void;
+}
+
 const MANIFEST_PATH = /\/manifests\/[^/]+$/;
 /** An endpoint that stays down is logged again at most this often (failed trials and probes come more often). */
 export const STILL_DOWN_LOG_MS = 60_000;
@@ -59,6 +69,7 @@ export class EndpointState {
     private readonly rateLimitPolicy: RateLimitPolicy,
     private readonly log: Logger,
     private readonly shared?: SharedBudget,
+    private readonly events: EndpointEvents = {},
   ) {
     this.breaker = new CircuitBreaker(breaker);
   }
@@ -79,6 +90,8 @@ export class EndpointState {
     const { warnBelow } = this.rateLimitPolicy;
     if (rate.remaining !== undefined && rate.remaining < warnBelow && (before === undefined || before >= warnBelow)) {
       this.log.warn({ endpoint: this.url, credential: this.credential, remaining: rate.remaining, limit: rate.limit, windowSeconds: rate.windowSeconds }, 'upstream pull budget is running low');
+      const credential = this.credential === 'anonymous' ? 'anonymous' : 'configured';
+      this.events.budgetLow?.({ endpoint: this.url, credential, remaining: rate.remaining, limit: rate.limit, windowSeconds: rate.windowSeconds });
     }
   }
 
@@ -97,6 +110,7 @@ export class EndpointState {
     this.breaker.success();
     if (this.downSince === undefined) return;
     this.log.info({ endpoint: this.url, downMs: now - this.downSince }, 'endpoint answering again: circuit closed');
+    this.events.circuitClosed?.({ endpoint: this.url, downMs: now - this.downSince });
     this.downSince = undefined;
   }
 
@@ -115,6 +129,7 @@ export class EndpointState {
       this.downSince = now;
       this.lastDownLog = now;
       this.log.warn(fields, 'endpoint circuit opened');
+      this.events.circuitOpened?.({ endpoint: this.url, failures: fields.failures, reason: message });
     } else if (now - this.lastDownLog >= STILL_DOWN_LOG_MS) {
       // Each failed trial or probe would be a line; one a minute says it is still down.
       this.lastDownLog = now;

@@ -32,6 +32,8 @@ export interface FetchedManifest {
   contentType: string | undefined;
   /** The upstream's Docker-Content-Digest, to cross-check. */
   digest: string | undefined;
+  /** The endpoint that answered, without credentials. */
+  endpoint: string;
 }
 
 export interface ManifestHead {
@@ -173,7 +175,7 @@ export class UpstreamRegistry {
       throw badGateway(`upstream manifest ${repo}:${reference} is ${declared} bytes, over the ${maxBytes}-byte limit`);
     }
     const bytes = await readLimited(res.body, maxBytes, `manifest ${repo}:${reference}`);
-    return { bytes, contentType: header(res.headers, 'content-type'), digest: header(res.headers, 'docker-content-digest') };
+    return { bytes, contentType: header(res.headers, 'content-type'), digest: header(res.headers, 'docker-content-digest'), endpoint: res.endpoint };
   }
 
   async headManifest(repo: string, reference: string, accept: readonly string[], via: readonly string[], signal?: AbortSignal): Promise<ManifestHead> {

@@ -105,3 +105,27 @@ test('validation errors name the bad key', (t) => {
   writeFileSync(join(dir, 'm.yml'), 'listen: "127.0.0.1:5000"\noffload:\n  header: X-Accel-Redirect\n');
   assert.equal(loadConfig({ file: 'm.yml', cwd: dir, env: {} }).offload.header, 'X-Accel-Redirect');
 });
+
+test('notification endpoints: defaults, env overrides with a _FILE secret, and errors that name the key', (t) => {
+  const dir = scratch(t);
+  const secret = join(dir, 'hook-secret');
+  writeFileSync(secret, 'from-a-file\n');
+  const file = join(dir, 'mirror.yml');
+  writeFileSync(file, 'notifications:\n  endpoints:\n    - name: ci\n      url: https://hooks.example.com/in\n');
+  const config = loadConfig({ file, env: { STEVEDORE_NOTIFICATIONS_ENDPOINTS_0_TIMEOUT: '2s', STEVEDORE_NOTIFICATIONS_ENDPOINTS_0_SECRET_FILE: secret, STEVEDORE_NOTIFICATIONS_MAXPENDING: '50' }, cwd: dir });
+  const endpoint = config.notifications.endpoints[0]!;
+  assert.deepEqual(
+    [endpoint.timeout, endpoint.secret, config.notifications.maxPending, endpoint.threshold, endpoint.backoff, endpoint.maxBackoff, endpoint.format, endpoint.batch],
+    [2_000, 'from-a-file', 50, 3, 1_000, 300_000, 'v2', { maxEvents: 100, maxWait: 1_000 }],
+  );
+  const invalid = (yaml: string, key: RegExp): void => {
+    writeFileSync(file, yaml);
+    assert.throws(() => loadConfig({ file, env: {}, cwd: dir }), (err: Error) => err instanceof ConfigError && key.test(err.message), yaml);
+  };
+  invalid('notifications:\n  endpoints:\n    - name: a\n      url: ftp://x/\n', /"notifications\.endpoints\.0\.url"/);
+  invalid('notifications:\n  endpoints:\n    - name: a\n      url: https://u:p@x/\n', /"notifications\.endpoints\.0\.url": put credentials in headers/);
+  invalid('notifications:\n  endpoints:\n    - { name: a, url: "https://x/" }\n    - { name: a, url: "https://y/" }\n', /"notifications\.endpoints\.1\.name"/);
+  invalid('notifications:\n  endpoints:\n    - { name: a, url: "https://x/", batch: { maxWait: soon } }\n', /"notifications\.endpoints\.0\.batch\.maxWait"/);
+  invalid('notifications:\n  endpoints:\n    - { name: a, url: "https://x/", ignore: { actions: ["Pull!"] } }\n', /"notifications\.endpoints\.0\.ignore\.actions\.0"/);
+  invalid('notifications:\n  endpoints:\n    - { name: a, url: "https://x/", retries: 3 }\n', /unknown config key "notifications\.endpoints\.0\.retries"/);
+});

@@ -16,6 +16,8 @@ import { startMirror, type TestMirror } from '../support/stevedore.js';
 import { get } from '../support/http.js';
 
 const rulesFile = fileURLToPath(new URL('../../docs/prometheus-alerts.yml', import.meta.url));
+/** promtool unit tests of the rules: input series, and the alerts expected at given times. */
+const rulesTestFile = fileURLToPath(new URL('./prometheus-alerts.promtool.yml', import.meta.url));
 const dashboardFile = fileURLToPath(new URL('../../docs/grafana-dashboard.json', import.meta.url));
 const promtool = await onPath(['promtool']);
 const withPromtool = requirement('promtool', promtool ? undefined : 'promtool is not on PATH (Debian package prometheus)');
@@ -72,9 +74,15 @@ withPromtool.test('promtool accepts the alert rules', () => {
   assert.match(run.stdout, /SUCCESS: \d+ rules found/);
 });
 
+withPromtool.test('the notification alerts fire when they should, and only then (promtool test rules)', () => {
+  const run = spawnSync(promtool!, ['test', 'rules', rulesTestFile], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(run.status, 0, `promtool test rules:\n${run.stdout}\n${run.stderr}`);
+  assert.match(run.stdout, /SUCCESS/);
+});
+
 test('the alert rules cover the outages the issue names, each with a severity', () => {
   const names = rules().map((r) => r.alert);
-  for (const wanted of ['StevedoreUpstreamDown', 'StevedoreUpstreamErrors', 'StevedoreHitRatioCollapsed', 'StevedorePullBudgetLow', 'StevedoreDiskNearlyFull', 'StevedoreFillsFailing', 'StevedoreWarmupFailed']) {
+  for (const wanted of ['StevedoreUpstreamDown', 'StevedoreUpstreamErrors', 'StevedoreHitRatioCollapsed', 'StevedorePullBudgetLow', 'StevedoreDiskNearlyFull', 'StevedoreFillsFailing', 'StevedoreWarmupFailed', 'StevedoreNotificationsStuck', 'StevedoreNotificationsDropped']) {
     assert.ok(names.includes(wanted), `no ${wanted} rule`);
   }
   for (const rule of rules()) assert.match(rule.labels?.severity ?? '', /^(warning|critical)$/, `${rule.alert}: severity`);

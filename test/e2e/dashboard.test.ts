@@ -7,12 +7,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { startRegistry, type RegistryHandle } from '../support/registry.js';
+import { freePort, startRegistry, type RegistryHandle } from '../support/registry.js';
 import { startHubDouble, type HubDouble } from '../support/hub-double.js';
 import { MediaTypes, pushBlob, pushImage, type PushedImage } from '../support/seed.js';
 import { startMirror, type TestMirror } from '../support/stevedore.js';
 import { get, streamDigest } from '../support/http.js';
-import { waitFor } from '../support/wait.js';
+import { waitFor, waitForAsync } from '../support/wait.js';
 import { findChromium, requirement } from '../support/requirements.js';
 
 const chromiumPath = await findChromium();
@@ -327,6 +327,7 @@ browserTools.test('an upstream that is down: errors counted and charted, "down, 
     assert.match(health, /^down, retrying at \d\d:\d\d$/);
     assert.equal(health, shownHealth(endpoint));
     assert.ok(await page.$('#upstreams tr.endpoint-open'), 'the row of the down endpoint stands out');
+    assert.equal(await page.isHidden('[data-testid="notifications-panel"]'), true, 'no notification endpoints: no notifications panel');
     assert.match((await page.textContent('#chart')) ?? '', /errors \(5xx\)/, 'the chart has an errors series');
     const why = (await page.textContent('#runs tr[data-job="broken"] [data-testid="run-error"]')) ?? '';
     assert.match(why, /team\/missing:v1/, 'the failed run says why');
@@ -341,3 +342,112 @@ browserTools.test('an upstream that is down: errors counted and charted, "down, 
     await dead.stop();
   }
 });
+
+interface NotifyEndpoint {
+  name: string;
+  url: string;
+  state: 'idle' | 'sending' | 'retrying' | 'disabled';
+  pending: number;
+  delivered: number;
+  failedAttempts: number;
+  dropped: number;
+  lastSuccessAt?: number;
+  lastFailure?: { at: number; message: string };
+  nextAttemptAt?: number;
+}
+
+/** The dashboard's words for a notification endpoint's state, written again here as the oracle. */
+function shownDelivery(e: NotifyEndpoint): string {
+  if (e.state === 'sending') return 'delivering';
+  if (e.state === 'retrying') {
+    if (e.nextAttemptAt === undefined || e.nextAttemptAt <= Date.now()) return 'retrying now';
+    const at = new Date(e.nextAttemptAt);
+    return `retrying at ${String(at.getHours()).padStart(2, '0')}:${String(at.getMinutes()).padStart(2, '0')}`;
+  }
+  return e.state;
+}
+
+browserTools.test('notification endpoints: a dead receiver shows as retrying with its events pending, a disabled one as disabled, in the API, the metrics and the page', async () => {
+  const closedPort = await freePort(); // nothing listens there: every delivery is refused
+  const otherPort = await freePort();
+  let notifying: TestMirror | undefined;
+  let browser: Browser | undefined;
+  try {
+    notifying = await startMirror({
+      upstreams: [{ registry: 'docker.io', url: hub.url, username: 'dash', password: PASSWORD }],
+      extra: {
+        notifications: {
+          endpoints: [
+            // A long backoff keeps the next attempt in the future while the page is read.
+            { name: 'ci', url: `http://127.0.0.1:${closedPort}/events`, allow: ['127.0.0.1'], threshold: 1, backoff: '10m', maxBackoff: '1h', timeout: '2s' },
+            { name: 'audit', url: `http://127.0.0.1:${otherPort}/hook`, allow: ['127.0.0.1'], disabled: true },
+          ],
+        },
+      },
+    });
+    const m = notifying;
+    assert.equal((await get(`${m.url}/v2/team/web/manifests/v1`, { accept: ALL })).status, 200);
+    const read = async (): Promise<{ recorded: number; endpoints: NotifyEndpoint[] }> => JSON.parse((await get(`${m.url}/api/notifications`)).body.toString()) as { recorded: number; endpoints: NotifyEndpoint[] };
+    const ci = async (): Promise<NotifyEndpoint | undefined> => (await read()).endpoints.find((e) => e.name === 'ci');
+    await waitForAsync('the pull event to fail its first delivery', async () => {
+      const e = await ci();
+      return e?.state === 'retrying' && e.pending > 0 && e.failedAttempts > 0;
+    }, 20_000);
+    const status = await read();
+    assert.ok(status.recorded >= 1, 'the pull was recorded');
+    assert.deepEqual(status.endpoints.map((e) => e.name), ['ci', 'audit']);
+    const dead = status.endpoints[0]!;
+    assert.equal(dead.url, `http://127.0.0.1:${closedPort}/events`);
+    assert.equal(dead.delivered, 0);
+    assert.equal(dead.dropped, 0);
+    assert.equal(dead.lastSuccessAt, undefined);
+    assert.ok(dead.lastFailure && dead.lastFailure.message.length > 0, 'the failure says why');
+    assert.ok(dead.nextAttemptAt !== undefined && dead.nextAttemptAt > Date.now(), 'the next attempt is due later');
+    const off = status.endpoints[1]!;
+    assert.equal(off.state, 'disabled');
+    assert.equal(off.delivered, 0);
+
+    const metrics = (await get(`${m.url}/metrics`)).body.toString();
+    assert.ok(metricValue(metrics, 'stevedore_notifications_pending', 'endpoint="ci"') > 0, 'pending gauge');
+    assert.ok(metricValue(metrics, 'stevedore_notifications_failed_total', 'endpoint="ci"') > 0, 'failed attempts counter');
+    assert.match(metrics, /^stevedore_notifications_recorded_total [1-9]\d*$/m);
+    assert.doesNotMatch(metrics, /^stevedore_notifications_last_success_timestamp_seconds\{endpoint="ci"\}/m, 'no success yet: no series');
+
+    browser = await chromium.launch({
+      executablePath: chromiumPath!,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+    });
+    const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+    await page.goto(`${m.url}/`);
+    await freshPage(page);
+    assert.equal(await page.isVisible('[data-testid="notifications-panel"]'), true);
+    const shown = await page.$$eval('#notifications tr', (rows) =>
+      rows.map((row) => [
+        row.children[0]!.querySelector('strong')?.textContent,
+        row.children[0]!.querySelector('.endpoint')?.textContent,
+        row.children[1]!.textContent,
+        row.children[2]!.textContent,
+        row.children[3]!.textContent,
+        row.children[4]!.textContent,
+        row.children[5]!.textContent,
+        row.children[6]!.textContent,
+        // The message, without the "(12s ago)" that moves on while the test reads it.
+        row.children[0]!.querySelector('[data-testid="notify-error"]')?.textContent?.replace(/ \(\d+[smhd] ago\)$/, '') ?? null,
+      ]),
+    );
+    const api = await read();
+    assert.deepEqual(shown, api.endpoints.map((e) => [e.name, e.url, shownDelivery(e), String(e.pending), String(e.delivered), String(e.failedAttempts), String(e.dropped), 'never', e.lastFailure?.message ?? null]));
+    assert.match((await page.textContent('#notifications tr[data-endpoint="ci"] [data-testid="notify-error"]')) ?? '', / \(\d+s ago\)$/, 'when it failed');
+    assert.match(shown[0]![2]!, /^retrying at \d\d:\d\d$/);
+    assert.ok(Number(shown[0]![3]) > 0, 'the page shows the pending events');
+    assert.equal(shown[1]![2], 'disabled');
+    assert.ok(await page.$('#notifications tr.notify-retrying'), 'the row of the dead receiver stands out');
+    assert.match((await page.textContent('#notifications-recorded')) ?? '', /^[1-9]\d* events recorded since start$/);
+    mkdirSync(outputDir, { recursive: true });
+    await page.screenshot({ path: join(outputDir, 'dashboard-notifications.png'), fullPage: true });
+  } finally {
+    await browser?.close();
+    await notifying?.stop();
+  }
+});
+

@@ -1,0 +1,39 @@
+import { createHmac } from 'node:crypto';
+import type { MirrorEvent } from './events.js';
+
+/** Who sends the events: distribution's `source`. */
+export interface EventSource {
+  addr: string;
+  instanceID: string;
+}
+
+/**
+ * An event as distribution's receivers read it, serialized once when it is
+ * written to the outbox: every endpoint and every retry sends these bytes,
+ * with the same id.
+ */
+export function serializeEvent(event: MirrorEvent, id: string, recordedAt: number, source: EventSource): string {
+  const target = event.target ? { ...event.target, ...(event.target.size !== undefined ? { length: event.target.size } : {}) } : {};
+  return JSON.stringify({
+    id,
+    timestamp: new Date(recordedAt).toISOString(),
+    action: event.action,
+    target,
+    ...(event.request ? { request: event.request } : {}),
+    actor: event.actor ? { name: event.actor } : {},
+    source,
+    ...(event.detail ? { stevedore: event.detail } : {}),
+  });
+}
+
+/** The envelope around serialized events, without parsing them again. */
+export function envelope(serialized: readonly string[]): string {
+  return `{"events":[${serialized.join(',')}]}`;
+}
+
+/** The header receivers check a signed body against: HMAC-SHA256 of the exact bytes, in hex. */
+export const SIGNATURE_HEADER = 'stevedore-signature-256';
+
+export function sign(secret: string, body: string): string {
+  return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+}
