@@ -1,7 +1,12 @@
 // Profiles Stevedore's hot paths with --cpu-prof: manifest GET by tag and small
 // blob GET at 64 connections, then prints the functions with the most self time.
 // Usage: npm run build && tsx scripts/bench/profile-hot.ts [seconds]
+// PROFILE_NOTIFY=1 adds a notification endpoint (a receiver answering 200) and
+// prints what recording and delivering the events cost per request;
+// PROFILE_NOTIFY=no-hits sets the endpoint's ignore.hits.
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
@@ -17,17 +22,33 @@ interface ProfileNode {
 interface Profile {
   nodes: ProfileNode[];
   samples: number[];
+  /** Microseconds. */
+  startTime: number;
+  endTime: number;
 }
 
 const seconds = Number(process.argv[2] ?? 8);
 const profiles = mkdtempSync(join(tmpdir(), 'stevedore-prof-'));
+// The receiver runs in this process: its cost is not in the mirror's profile.
+let receivedEvents = 0;
+const receiver = process.env.PROFILE_NOTIFY
+  ? createServer((req, res) => {
+      receivedEvents += Number(req.headers['stevedore-event-count'] ?? 0);
+      req.resume().on('end', () => res.end());
+    })
+  : undefined;
+if (receiver) await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+const notifications = receiver
+  ? { notifications: { endpoints: [{ name: 'profile', url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/`, allow: ['127.0.0.1'], ignore: { hits: process.env.PROFILE_NOTIFY === 'no-hits' } }] } }
+  : {};
+let requestsMade = 0;
 const registry = await startRegistry();
 const image = await pushImage(registry.url, 'library/hot', 'v1', { format: 'oci', layers: [4096] });
 const mirror = await startMirrorProcess({
   port: await freePort(),
   compiled: true,
   nodeArgs: process.env.PROFILE_OFF ? [] : ['--cpu-prof', `--cpu-prof-dir=${profiles}`],
-  extra: process.env.PROFILE_LOGLEVEL ? { logLevel: process.env.PROFILE_LOGLEVEL } : undefined,
+  extra: { ...(process.env.PROFILE_LOGLEVEL ? { logLevel: process.env.PROFILE_LOGLEVEL } : {}), ...notifications },
   upstreams: [{ registry: 'docker.io', url: registry.url }],
   cache: { tagTtl: '1h' },
 });
@@ -41,11 +62,13 @@ try {
     ['small blob GET', `${mirror.url}/v2/library/hot/blobs/${image.layers[0]!.digest}`, 'GET'],
   ] as const) {
     const result = await autocannon({ url, method, headers, connections: 64, duration: seconds });
+    requestsMade += result.requests.total;
     console.log(`${name}: ${Math.round(result.requests.average)} req/s, p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms, errors ${result.errors + result.non2xx}`);
   }
 } finally {
   await mirror.stop();
   await registry.stop();
+  receiver?.close();
 }
 const file = readdirSync(profiles).find((f) => f.endsWith('.cpuprofile'));
 if (file) {
@@ -76,6 +99,15 @@ if (file) {
       chains.set(chain.join(' < '), (chains.get(chain.join(' < ')) ?? 0) + 1);
     }
     for (const [chain, n] of [...chains].sort((a, b) => b[1] - a[1]).slice(0, 5)) console.log(`${n}× ${wanted} < ${chain}`);
+  }
+  if (receiver) {
+    // Everything under notify/ plus the pull event built in the request log: the events' whole cost.
+    const notifySamples = profile.samples.filter((id) => {
+      const frame = byId.get(id)?.callFrame;
+      return frame !== undefined && (frame.url.includes('/notify/') || frame.functionName === 'pullEvent');
+    }).length;
+    const intervalUs = (profile.endTime - profile.startTime) / total;
+    console.log(`\nnotifications: ${notifySamples} of ${total} samples (${((100 * notifySamples) / total).toFixed(2)}%), ${((notifySamples * intervalUs) / requestsMade).toFixed(2)} µs of CPU per request over ${requestsMade} requests; ${receivedEvents} events delivered`);
   }
   console.log(`\nself time, top 30 of ${total} samples:`);
   for (const [key, n] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 30)) console.log(`${((100 * n) / total).toFixed(1).padStart(5)}%  ${key}`);

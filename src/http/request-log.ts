@@ -49,6 +49,7 @@ export function requestLevel(method: string, path: string, status: number): 'deb
 /** Where pull events go (the notifier). */
 export interface PullRecorder {
   readonly enabled: boolean;
+  wantsPull(outcome: string): boolean;
   record(event: MirrorEvent): void;
 }
 
@@ -102,7 +103,9 @@ export function requestLog(log: Logger, metrics: Metrics, audit: Logger | undefi
       const kind = fields.route ? SERVED_ROUTES[fields.route] : undefined;
       const body = finished && ctx.method === 'GET' ? Number(ctx.response.get('Content-Length')) || 0 : 0;
       if (kind && fields.cache && fields.upstream) metrics.recordServed(fields.upstream, kind, fields.cache as CacheResult, body);
-      if (notifications?.enabled && kind && ctx.method === 'GET' && PULLED.has(ctx.status) && fields.digest) notifications.record(pullEvent(ctx, fields, kind, reqId, finished));
+      if (notifications?.enabled && kind && ctx.method === 'GET' && PULLED.has(ctx.status) && fields.digest && notifications.wantsPull(fields.cache ?? 'miss')) {
+        notifications.record(pullEvent(ctx, fields, kind, reqId, finished));
+      }
       if (audit && kind && ctx.method === 'GET' && ctx.status < 300) {
         audit.info({ client: ctx.ip, user: fields.user, upstream: fields.upstream, repo: fields.repo, reference: fields.reference, digest: fields.digest, status: ctx.status, complete: finished }, 'pull');
       }

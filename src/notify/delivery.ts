@@ -105,7 +105,7 @@ export class EndpointSender {
     this.droppedUnlogged += count;
     if (now - this.lastDropLog < RELOG_MS) return;
     this.lastDropLog = now;
-    this.log.warn({ endpoint: this.settings.name, dropped: this.droppedUnlogged, pending: this.outbox.pending(this.settings.name) }, 'notification outbox full for this endpoint: oldest events dropped');
+    this.log.warn({ endpoint: this.settings.name, dropped: this.droppedUnlogged, droppedSinceStart: this.dropped, pending: this.outbox.pending(this.settings.name) }, 'notification outbox full for this endpoint: oldest events dropped');
     this.droppedUnlogged = 0;
   }
 
@@ -137,28 +137,28 @@ export class EndpointSender {
   private async run(): Promise<void> {
     const { name, maxEvents, maxWaitMs } = this.settings;
     while (!this.stopped) {
-      const rows = this.outbox.take(name, maxEvents);
-      if (rows.length === 0) {
+      const taken = this.outbox.take(name, maxEvents);
+      if (!taken) {
         this.state = 'idle';
         await this.pause(POLL_MS);
         this.outbox.recount(name);
         continue;
       }
       // A batch goes when it is full or its oldest event has waited maxWait; meanwhile more may come.
-      const age = Date.now() - rows[0]!.recordedAt;
+      const age = Date.now() - taken.recordedAt;
       this.state = 'sending';
-      if (rows.length < maxEvents && age < maxWaitMs) {
+      if (taken.events.length < maxEvents && age < maxWaitMs) {
         await this.pause(maxWaitMs - age);
         continue;
       }
-      const failure = await this.send(rows.map((r) => r.body));
+      const failure = await this.send(taken.events);
       if (this.stopped) break;
       if (failure === undefined) {
-        this.outbox.acknowledge(name, rows[0]!.seq, rows.at(-1)!.seq);
-        this.succeeded(rows.length);
+        this.outbox.acknowledge(name, taken);
+        this.succeeded(taken.events.length);
         continue;
       }
-      const delay = this.failed(failure, rows.length);
+      const delay = this.failed(failure, taken.events.length);
       this.state = 'retrying';
       await this.pause(delay, { ignoreWake: true });
     }

@@ -13,17 +13,19 @@ export interface EventSource {
  * with the same id.
  */
 export function serializeEvent(event: MirrorEvent, id: string, recordedAt: number, source: EventSource): string {
-  const target = event.target ? { ...event.target, ...(event.target.size !== undefined ? { length: event.target.size } : {}) } : {};
-  return JSON.stringify({
+  const target = event.target;
+  // Built field by field, in distribution's order: this runs for every event of a busy mirror.
+  const wire: Record<string, unknown> = {
     id,
     timestamp: new Date(recordedAt).toISOString(),
     action: event.action,
-    target,
-    ...(event.request ? { request: event.request } : {}),
-    actor: event.actor ? { name: event.actor } : {},
+    target: target === undefined ? {} : target.size === undefined ? target : { ...target, length: target.size },
+    request: event.request,
+    actor: event.actor === undefined ? {} : { name: event.actor },
     source,
-    ...(event.detail ? { stevedore: event.detail } : {}),
-  });
+    stevedore: event.detail,
+  };
+  return JSON.stringify(wire);
 }
 
 /** The envelope around serialized events, without parsing them again. */

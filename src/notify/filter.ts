@@ -32,6 +32,11 @@ export class EventFilter {
     this.mediaTypes = new Set(settings.mediaTypes);
   }
 
+  /** Whether a pull with this outcome could pass (media types aside): the request log skips building the rest. */
+  wantsPull(outcome: string): boolean {
+    return !this.actions.has('pull') && !(this.settings.hits && FROM_CACHE.has(outcome));
+  }
+
   wants(event: MirrorEvent): boolean {
     if (this.actions.has(event.action)) return false;
     if (event.target?.mediaType !== undefined && this.mediaTypes.has(event.target.mediaType)) return false;

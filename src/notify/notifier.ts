@@ -4,7 +4,7 @@ import { displayUrl, EndpointSender, ForbiddenEndpointError, type DeliverySettin
 import { serializeEvent, type EventSource } from './envelope.js';
 import type { MirrorEvent } from './events.js';
 import { EventFilter, UnknownActionError, type FilterSettings } from './filter.js';
-import { Outbox, type NewRow } from './outbox.js';
+import { Outbox, type Chunk } from './outbox.js';
 import type { NotificationsStatus } from './status.js';
 
 export interface NotifierEndpoint extends DeliverySettings {
@@ -48,6 +48,7 @@ interface Recorded {
 
 interface Route {
   name: string;
+  maxEvents: number;
   filter: EventFilter;
   sender: EndpointSender | undefined;
 }
@@ -72,7 +73,7 @@ export class Notifier {
 
   constructor(private readonly options: NotifierOptions) {
     this.source = options.source;
-    this.routes = options.endpoints.map((endpoint, index) => ({ name: endpoint.name, filter: filterFor(endpoint, index), sender: undefined }));
+    this.routes = options.endpoints.map((endpoint, index) => ({ name: endpoint.name, maxEvents: endpoint.maxEvents, filter: filterFor(endpoint, index), sender: undefined }));
     const active = options.endpoints.filter((e) => !e.disabled);
     if (active.length === 0) {
       this.outbox = undefined;
@@ -105,6 +106,11 @@ export class Notifier {
     return this.outbox !== undefined;
   }
 
+  /** Whether some endpoint takes pull events of this outcome: with hits ignored everywhere, a hit builds no event. */
+  wantsPull(outcome: string): boolean {
+    return this.routes.some((route) => route.sender !== undefined && route.filter.wantsPull(outcome));
+  }
+
   /** Never throws and never waits: the event is written with the next flush. */
   record(event: MirrorEvent): void {
     if (!this.outbox || this.closed) return;
@@ -125,16 +131,21 @@ export class Notifier {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     if (!this.outbox || this.buffer.length === 0) return;
-    const batch = this.buffer;
-    const rows: NewRow[] = [];
-    for (const { event, at } of batch) {
+    // One chunk per endpoint and flush (split at its batch size): a row, not a row per event.
+    const chunks = new Map<Route, Chunk[]>();
+    for (const { event, at } of this.buffer) {
       let body: string | undefined;
       for (const route of this.routes) {
         if (!route.sender || !route.filter.wants(event)) continue;
         body ??= serializeEvent(event, randomUUID(), at, this.source);
-        rows.push({ endpoint: route.name, body, recordedAt: at });
+        let list = chunks.get(route);
+        if (!list) chunks.set(route, (list = []));
+        let last = list.at(-1);
+        if (!last || last.events.length >= route.maxEvents) list.push((last = { endpoint: route.name, events: [], recordedAt: at }));
+        (last.events as string[]).push(body);
       }
     }
+    const rows = [...chunks.values()].flat();
     try {
       const dropped = this.outbox.append(rows, this.options.maxPending);
       this.buffer = [];

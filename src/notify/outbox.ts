@@ -1,35 +1,51 @@
 import { chmodSync, closeSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 
-/** One event waiting for one endpoint: its JSON as it will be sent. */
-export interface OutboxRow {
-  seq: number;
-  body: string;
+/** Events of one endpoint as they went in together, serialized, in recording order. */
+export interface Chunk {
+  endpoint: string;
+  events: readonly string[];
+  /** When the first of them was recorded (ms since the epoch). */
   recordedAt: number;
 }
 
-export interface NewRow {
-  endpoint: string;
+/** The oldest events of an endpoint, from the rows `firstSeq` to `lastSeq`. */
+export interface Taken {
+  firstSeq: number;
+  lastSeq: number;
+  events: string[];
+  recordedAt: number;
+}
+
+/** Serialized events never hold a raw newline (JSON escapes it), so it separates them in a row. */
+const SEPARATOR = '\n';
+
+interface Row {
+  seq: number;
+  count: number;
   body: string;
   recordedAt: number;
 }
 
 /**
- * The durable outbox (`notifications.db` in cache.dir): a row per event and
- * endpoint, kept until that endpoint answered 2xx for it. Rows of an endpoint
- * go out in `seq` order, the order they were recorded in. Its own file, so
- * that the CLI (stevedore verify) can add events while the server runs and the
- * index's writers never wait on it.
+ * The durable outbox (`notifications.db` in cache.dir): the events each
+ * endpoint has not acknowledged with a 2xx yet. A row holds the events of one
+ * endpoint one flush wrote (at most a batch of them), so a busy mirror costs
+ * a row per endpoint and flush, not per event. Rows of an endpoint go out in
+ * `seq` order, the order they were recorded in. Its own file, so that the CLI
+ * (stevedore verify) can add events while the server runs, and the index's
+ * writers never wait on it.
  */
 export class Outbox {
   private readonly db: Database.Database;
-  private readonly insert: Database.Statement<[string, string, number]>;
-  private readonly oldest: Database.Statement<[string, number], OutboxRow>;
+  private readonly insert: Database.Statement<[string, number, string, number]>;
+  private readonly oldest: Database.Statement<[string, number], Row>;
   private readonly removeRange: Database.Statement<[string, number, number]>;
-  private readonly countOf: Database.Statement<[string], { n: number }>;
-  private readonly dropOldest: Database.Statement<[string, string, number]>;
-  private readonly appendAll: (rows: readonly NewRow[]) => void;
-  /** Rows per endpoint, kept as rows come and go; recounted from the file when other processes may have added some. */
+  private readonly removeOne: Database.Statement<[number]>;
+  private readonly shrink: Database.Statement<[number, string, number]>;
+  private readonly countOf: Database.Statement<[string], { n: number | null }>;
+  private readonly appendAll: (chunks: readonly Chunk[]) => void;
+  /** Events per endpoint, kept as rows come and go; recounted from the file when other processes may have added some. */
   private readonly counts = new Map<string, number>();
 
   /** `fileMode` creates the file with it, as the index is. */
@@ -47,75 +63,109 @@ export class Outbox {
       CREATE TABLE IF NOT EXISTS outbox (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         endpoint TEXT NOT NULL,
+        count INTEGER NOT NULL,
         body TEXT NOT NULL,
         recorded_at INTEGER NOT NULL
       );
       CREATE INDEX IF NOT EXISTS outbox_by_endpoint ON outbox (endpoint, seq);
     `);
-    this.insert = this.db.prepare('INSERT INTO outbox (endpoint, body, recorded_at) VALUES (?, ?, ?)');
-    this.oldest = this.db.prepare('SELECT seq, body, recorded_at AS recordedAt FROM outbox WHERE endpoint = ? ORDER BY seq LIMIT ?');
+    this.insert = this.db.prepare('INSERT INTO outbox (endpoint, count, body, recorded_at) VALUES (?, ?, ?, ?)');
+    this.oldest = this.db.prepare('SELECT seq, count, body, recorded_at AS recordedAt FROM outbox WHERE endpoint = ? ORDER BY seq LIMIT ?');
     this.removeRange = this.db.prepare('DELETE FROM outbox WHERE endpoint = ? AND seq BETWEEN ? AND ?');
-    this.countOf = this.db.prepare('SELECT count(*) AS n FROM outbox WHERE endpoint = ?');
-    this.dropOldest = this.db.prepare('DELETE FROM outbox WHERE endpoint = ? AND seq IN (SELECT seq FROM outbox WHERE endpoint = ? ORDER BY seq LIMIT ?)');
-    this.appendAll = this.db.transaction((rows: readonly NewRow[]) => {
-      for (const row of rows) this.insert.run(row.endpoint, row.body, row.recordedAt);
+    this.removeOne = this.db.prepare('DELETE FROM outbox WHERE seq = ?');
+    this.shrink = this.db.prepare('UPDATE outbox SET count = ?, body = ? WHERE seq = ?');
+    this.countOf = this.db.prepare('SELECT sum(count) AS n FROM outbox WHERE endpoint = ?');
+    this.appendAll = this.db.transaction((chunks: readonly Chunk[]) => {
+      for (const chunk of chunks) this.insert.run(chunk.endpoint, chunk.events.length, chunk.events.join(SEPARATOR), chunk.recordedAt);
     });
   }
 
-  /** Adds rows in one transaction; then, per endpoint over `maxPending`, drops the oldest. Returns the drops per endpoint. */
-  append(rows: readonly NewRow[], maxPending: number): Map<string, number> {
+  /** Adds chunks in one transaction; then, per endpoint over `maxPending` events, drops the oldest. Returns the drops per endpoint. */
+  append(chunks: readonly Chunk[], maxPending: number): Map<string, number> {
     const dropped = new Map<string, number>();
-    if (rows.length === 0) return dropped;
     const added = new Map<string, number>();
-    for (const row of rows) added.set(row.endpoint, (added.get(row.endpoint) ?? this.pending(row.endpoint)) + 1);
-    this.appendAll(rows);
-    for (const [endpoint, count] of added) this.counts.set(endpoint, count);
-    for (const [endpoint, count] of this.counts) {
-      if (count <= maxPending) continue;
-      const excess = count - maxPending;
-      const removed = this.dropOldest.run(endpoint, endpoint, excess).changes;
-      this.counts.set(endpoint, count - removed);
-      dropped.set(endpoint, removed);
+    for (const chunk of chunks) {
+      if (chunk.events.length > 0) added.set(chunk.endpoint, (added.get(chunk.endpoint) ?? this.pending(chunk.endpoint)) + chunk.events.length);
+    }
+    if (added.size === 0) return dropped;
+    this.appendAll(chunks.filter((c) => c.events.length > 0));
+    for (const [endpoint, count] of added) {
+      this.counts.set(endpoint, count);
+      if (count > maxPending) dropped.set(endpoint, this.dropOldest(endpoint, count - maxPending));
     }
     return dropped;
   }
 
-  /** The endpoint's oldest rows, at most `limit`. */
-  take(endpoint: string, limit: number): OutboxRow[] {
-    return this.oldest.all(endpoint, limit);
+  /** The endpoint's oldest events, at most `limit` (but always a whole first row). */
+  take(endpoint: string, limit: number): Taken | undefined {
+    let taken: Taken | undefined;
+    // Row by row: the rows after the batch (a busy endpoint's backlog) are never read.
+    for (const row of this.oldest.iterate(endpoint, limit)) {
+      taken ??= { firstSeq: row.seq, lastSeq: row.seq, events: [], recordedAt: row.recordedAt };
+      if (taken.events.length > 0 && taken.events.length + row.count > limit) break;
+      taken.events.push(...row.body.split(SEPARATOR));
+      taken.lastSeq = row.seq;
+      if (taken.events.length >= limit) break;
+    }
+    return taken;
   }
 
-  /** Removes the rows a receiver acknowledged: seq `first` to `last` of that endpoint. */
-  acknowledge(endpoint: string, first: number, last: number): void {
-    const removed = this.removeRange.run(endpoint, first, last).changes;
-    this.counts.set(endpoint, Math.max(0, this.pending(endpoint) - removed));
+  /** Removes what a receiver acknowledged. */
+  acknowledge(endpoint: string, taken: Taken): void {
+    this.removeRange.run(endpoint, taken.firstSeq, taken.lastSeq);
+    this.counts.set(endpoint, Math.max(0, this.pending(endpoint) - taken.events.length));
   }
 
-  /** Rows waiting for the endpoint. */
+  /** Events waiting for the endpoint. */
   pending(endpoint: string): number {
     let count = this.counts.get(endpoint);
     if (count === undefined) {
-      count = this.countOf.get(endpoint)!.n;
+      count = this.countOf.get(endpoint)!.n ?? 0;
       this.counts.set(endpoint, count);
     }
     return count;
   }
 
-  /** Re-reads the counts from the file (another process may have added rows). */
+  /** Re-reads the count from the file (another process may have added rows). */
   recount(endpoint: string): number {
     this.counts.delete(endpoint);
     return this.pending(endpoint);
   }
 
-  /** Deletes the rows of endpoints no longer configured; returns how many went. */
+  /** Deletes the rows of endpoints no longer configured; returns how many events went. */
   forgetOthers(endpoints: readonly string[]): number {
     const placeholders = endpoints.map(() => '?').join(', ');
-    const removed = this.db.prepare(`DELETE FROM outbox WHERE endpoint NOT IN (${placeholders || "''"})`).run(...endpoints).changes;
+    const where = `endpoint NOT IN (${placeholders || "''"})`;
+    const events = (this.db.prepare(`SELECT sum(count) AS n FROM outbox WHERE ${where}`).get(...endpoints) as { n: number | null }).n ?? 0;
+    this.db.prepare(`DELETE FROM outbox WHERE ${where}`).run(...endpoints);
     this.counts.clear();
-    return removed;
+    return events;
   }
 
   close(): void {
     this.db.close();
+  }
+
+  /** Drops the endpoint's `excess` oldest events: whole rows, and the front of the last one. */
+  private dropOldest(endpoint: string, excess: number): number {
+    let left = excess;
+    const drop = this.db.transaction(() => {
+      while (left > 0) {
+        const row = this.oldest.get(endpoint, 1);
+        if (!row) break;
+        if (row.count <= left) {
+          this.removeOne.run(row.seq);
+          left -= row.count;
+        } else {
+          const kept = row.body.split(SEPARATOR).slice(left);
+          this.shrink.run(kept.length, kept.join(SEPARATOR), row.seq);
+          left = 0;
+        }
+      }
+    });
+    drop();
+    const dropped = excess - left;
+    this.counts.set(endpoint, this.pending(endpoint) - dropped);
+    return dropped;
   }
 }

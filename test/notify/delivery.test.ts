@@ -66,7 +66,7 @@ const settings = (overrides: Partial<DeliverySettings> = {}): DeliverySettings =
   ...overrides,
 });
 
-const rows = (from: number, count: number) => Array.from({ length: count }, (_, i) => ({ endpoint: 'test', body: `{"id":"e${from + i}"}`, recordedAt: Date.now() }));
+const rows = (from: number, count: number) => [{ endpoint: 'test', events: Array.from({ length: count }, (_, i) => `{"id":"e${from + i}"}`), recordedAt: Date.now() }];
 
 test('failed batches are retried with the same events, with backoff doubling past the threshold up to its cap', async () => {
   received.length = 0;
@@ -102,10 +102,10 @@ test('a batch carries at most maxEvents, signed, with the configured headers and
   const outbox = new Outbox(join(dir, 'batch.db'));
   const sender = new EndpointSender(settings({ format: 'v1' }), outbox, log);
   try {
-    outbox.append(rows(0, 7), 100);
+    outbox.append([...rows(0, 2), ...rows(2, 2), ...rows(4, 3)], 100);
     sender.start();
     await waitFor('all seven events', () => sender.status().delivered === 7);
-    assert.deepEqual(received.map((r) => JSON.parse(r.body).events.length), [3, 3, 1]);
+    assert.deepEqual(received.map((r) => JSON.parse(r.body).events.length), [2, 2, 3], 'whole rows, at most maxEvents');
     assert.deepEqual(received.flatMap((r) => JSON.parse(r.body).events.map((e: { id: string }) => e.id)), ['e0', 'e1', 'e2', 'e3', 'e4', 'e5', 'e6']);
     for (const r of received) {
       assert.equal(r.headers['content-type'], 'application/vnd.docker.distribution.events.v1+json');
@@ -127,7 +127,7 @@ test('a loopback or metadata address needs allow; a host name resolving there is
     assert.throws(() => new EndpointSender(settings({ url: 'http://169.254.169.254/latest', allow: [] }), outbox, log), ForbiddenEndpointError);
     received.length = 0;
     const sender = new EndpointSender(settings({ url: url.replace('127.0.0.1', 'localhost'), allow: [] }), outbox, log);
-    outbox.append([{ endpoint: 'test', body: '{"id":"x"}', recordedAt: 0 }], 100);
+    outbox.append([{ endpoint: 'test', events: ['{"id":"x"}'], recordedAt: 0 }], 100);
     sender.start();
     await waitFor('the first attempt to fail', () => sender.status().failedAttempts >= 1);
     await sender.stop();
