@@ -269,7 +269,7 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
   const instanceId = instanceIdFor(config);
   let notifier: Notifier;
   try {
-    notifier = openNotifier(config, instanceId, log, { fileMode: options.owner ? cacheModes(config.cache.groupReadable).file : undefined, deliver: options.owner && options.background });
+    notifier = openNotifier(config, instanceId, log, { fileMode: options.owner ? cacheModes(config.cache.groupReadable).file : undefined, deliver: false });
   } catch (err) {
     cache.close();
     database.close();
@@ -357,6 +357,8 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
     }
   }, 3_600_000);
   pruneStats.unref();
+  // Delivery starts once the rest is built: a failure above leaves no sender running.
+  if (options.owner && options.background) notifier.start();
 
   let closing: Promise<void> | undefined;
   const close = (closeOptions: { fillGraceMs?: number } = {}): Promise<void> =>
@@ -370,10 +372,10 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
       await mirror.fills.drain(closeOptions.fillGraceMs ?? FILL_DRAIN_MS, { discardLate: true });
       // After the fills: their leases are released as stored or failed, not left to lapse.
       await cluster.close();
-      // Last, so that what the fills and sweeps reported is in the outbox for the next start.
-      await notifier.stop();
       await peers?.close();
       await Promise.all(upstreams.flatMap((u) => u.registry.endpoints.map((e) => e.close())));
+      // Last, so that what the fills, sweeps and endpoints reported is in the outbox for the next start.
+      await notifier.stop();
       cache.close();
       database.close();
       await store.close();

@@ -11,6 +11,7 @@ import { verifyCache } from '../cache/verify.js';
 import type { WarmupProgress } from '../jobs/warmup.js';
 import { createLogger } from '../log.js';
 import { verifyDamaged } from '../notify/mirror-events.js';
+import { cacheModes } from '../storage/fs-store.js';
 import { buildCore, instanceIdFor, openCache, openNotifier } from '../stevedore.js';
 import { AdminClient } from './admin-client.js';
 import { formatBytes, formatTime } from './format.js';
@@ -98,7 +99,7 @@ export async function verifyCommand(config: Config, options: { repair?: boolean 
     for (const item of report.damaged) out(`damaged ${item.digest}: ${item.reason}${options.repair ? ' (removed)' : ''}`);
     if (report.damaged.length > 0) {
       // Into the outbox: the server (or the next one to start) delivers them.
-      const notifier = openNotifier(config, instanceIdFor(config), createLogger('warn', process.stderr), { deliver: false });
+      const notifier = openNotifier(config, instanceIdFor(config), createLogger('warn', process.stderr), { deliver: false, fileMode: cacheModes(config.cache.groupReadable).file });
       for (const item of report.damaged) notifier.record(verifyDamaged(item.digest, item.reason, { source: 'verify', removed: options.repair === true }));
       await notifier.stop();
     }

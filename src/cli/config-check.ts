@@ -10,6 +10,8 @@ export function describeConfig(config: Config): string {
 }
 
 function mask(value: unknown, key = ''): unknown {
+  // Webhook headers carry tokens (Authorization); the values of every header are masked.
+  if (key === 'headers' && value && typeof value === 'object') return Object.fromEntries(Object.keys(value).map((name) => [name, '<set>']));
   if (typeof value === 'string') {
     if (value !== '' && SECRET_KEY.test(key)) return '<set>';
     return maskUrlPassword(value);
@@ -19,7 +21,7 @@ function mask(value: unknown, key = ''): unknown {
   return value;
 }
 
-/** A URL's password (a proxy's or Redis's, say) is a secret too. */
+/** A URL's password (a proxy's or Redis's, say) is a secret too, and so is its query (webhook tokens). */
 function maskUrlPassword(text: string): string {
-  return text.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/:@]*:)[^/@]*@/i, '$1xxxxx@');
+  return text.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/:@]*:)[^/@]*@/i, '$1xxxxx@').replace(/^([a-z][a-z0-9+.-]*:\/\/[^?\s]*)\?\S*$/i, '$1?<set>');
 }

@@ -66,8 +66,16 @@ export function validateConfig(raw: unknown): Config {
 
 function readSecretFiles(config: Config, cwd: string): void {
   config.notifications.endpoints.forEach((endpoint, e) => {
-    if (!endpoint.secretFile) return;
-    endpoint.secret = readSecret(resolve(cwd, endpoint.secretFile), `notifications.endpoints.${e}.secretFile`);
+    if (endpoint.secretFile) {
+      endpoint.secret = readSecret(resolve(cwd, endpoint.secretFile), `notifications.endpoints.${e}.secretFile`);
+      // An empty file would turn signing off without a word.
+      if (endpoint.secret === '') throw new ConfigError(`invalid config key "notifications.endpoints.${e}.secretFile": the file is empty`);
+    }
+    for (const [name, file] of Object.entries(endpoint.headerFiles)) {
+      const value = readSecret(resolve(cwd, file), `notifications.endpoints.${e}.headerFiles.${name}`);
+      if (/[\r\n\0]/.test(value)) throw new ConfigError(`invalid config key "notifications.endpoints.${e}.headerFiles.${name}": the file holds CR, LF or NUL inside its value`);
+      endpoint.headers[name] = value;
+    }
   });
   config.upstreams.forEach((upstream, u) =>
     upstream.endpoints.forEach((endpoint, e) => {

@@ -57,6 +57,9 @@ export interface PullRecorder {
 const PULLED = new Set([200, 206, 307]);
 const OUTCOMES = new Set<string>(['hit', 'miss', 'coalesced', 'stale']);
 
+/** Client-chosen text kept in the outbox: bounded, so that a header limit's worth per event cannot fill the disk. */
+const clip = (text: string): string => (text.length > 256 ? `${text.slice(0, 256)}…` : text);
+
 /** distribution's pull event, with the cache's outcome beside it. */
 function pullEvent(ctx: Context, fields: RequestLogFields, kind: 'manifest' | 'blob', reqId: string, finished: boolean): MirrorEvent {
   const digest = fields.digest!;
@@ -74,7 +77,7 @@ function pullEvent(ctx: Context, fields: RequestLogFields, kind: 'manifest' | 'b
       url: `${ctx.protocol}://${ctx.host}/v2/${fields.repo}/${kind}s/${digest}`,
       tag,
     },
-    request: { id: reqId, addr, host: ctx.host, method: ctx.method, useragent: ctx.get('user-agent') },
+    request: { id: reqId, addr, host: clip(ctx.host), method: ctx.method, useragent: clip(ctx.get('user-agent')) },
     actor: fields.user,
     detail: { outcome: OUTCOMES.has(fields.cache ?? '') ? (fields.cache as PullOutcome) : 'miss', upstream: fields.upstream, complete: finished },
   };

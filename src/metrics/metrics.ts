@@ -20,6 +20,7 @@ export interface StatsCounts {
 /** What `observeNotifications` reads of the notifier's status (structural: metrics depends on nothing of ours). */
 export interface NotificationsSnapshot {
   recorded: number;
+  lost: number;
   endpoints: { name: string; pending: number; delivered: number; failedAttempts: number; dropped: number; lastSuccessAt?: number }[];
 }
 
@@ -69,6 +70,7 @@ export class Metrics {
   readonly warmupDuration = new Gauge({ name: 'stevedore_warmup_last_duration_seconds', help: 'How long the last run of each warm-up job took', labelNames: ['job'], registers: [this.registry] });
   readonly warmupSuccess = new Gauge({ name: 'stevedore_warmup_last_success', help: '1 if the last run of the job succeeded', labelNames: ['job'], registers: [this.registry] });
   readonly notificationsRecorded = new Counter({ name: 'stevedore_notifications_recorded_total', help: 'Events recorded for notification endpoints (before each endpoint filters them)', registers: [this.registry] });
+  readonly notificationsLost = new Counter({ name: 'stevedore_notifications_lost_total', help: 'Events that never reached the notification outbox (it could not be written for long, or at stop)', registers: [this.registry] });
   readonly notificationsDelivered = new Counter({ name: 'stevedore_notifications_delivered_total', help: 'Events delivered to a notification endpoint (answered 2xx)', labelNames: ['endpoint'], registers: [this.registry] });
   readonly notificationsFailed = new Counter({ name: 'stevedore_notifications_failed_total', help: 'Delivery attempts to a notification endpoint that failed (timeout, refused, non-2xx)', labelNames: ['endpoint'], registers: [this.registry] });
   readonly notificationsDropped = new Counter({ name: 'stevedore_notifications_dropped_total', help: 'Events dropped, oldest first, because the outbox of the endpoint was full (notifications.maxPending)', labelNames: ['endpoint'], registers: [this.registry] });
@@ -116,6 +118,7 @@ export class Metrics {
    */
   observeNotifications(status: NotificationsSnapshot): void {
     this.advance(this.notificationsRecorded, {}, status.recorded);
+    this.advance(this.notificationsLost, {}, status.lost);
     for (const e of status.endpoints) {
       const labels = { endpoint: e.name };
       // Each series starts at 0, so that increase() sees the first delivery, failure or drop of an endpoint.

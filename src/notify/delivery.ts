@@ -28,10 +28,13 @@ const RELOG_MS = 60_000;
 /** What is read of a receiver's answer before the connection is given up. */
 const MAX_ANSWER_BYTES = 64 * 1024;
 
-/** The URL as logs and the dashboard show it: no credentials, no query (it may hold a token). */
+/**
+ * The URL as logs, the API and the dashboard show it: the origin only. Webhook
+ * URLs often carry their token in the path (Slack's do) or the query.
+ */
 export function displayUrl(url: string): string {
   const parsed = new URL(url);
-  return `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
+  return `${parsed.protocol}//${parsed.host}${parsed.pathname === '/' ? '/' : '/…'}`;
 }
 
 /** The URL names a loopback, private or link-local address literally, and `allow` does not list it. */
@@ -91,7 +94,10 @@ export class EndpointSender {
   }
 
   start(): void {
-    this.loop ??= this.run();
+    this.loop ??= this.run().catch((err: unknown) => {
+      // Not reached: every turn of the loop catches its own failures. Said loudly if it ever is.
+      this.log.error({ endpoint: this.settings.name, err: (err as Error).message }, 'notification delivery stopped');
+    });
   }
 
   /** New rows are in the outbox. */
@@ -135,33 +141,49 @@ export class EndpointSender {
   }
 
   private async run(): Promise<void> {
-    const { name, maxEvents, maxWaitMs } = this.settings;
     while (!this.stopped) {
-      const taken = this.outbox.take(name, maxEvents);
-      if (!taken) {
-        this.state = 'idle';
-        await this.pause(POLL_MS);
-        this.outbox.recount(name);
-        continue;
+      let delay: number | undefined;
+      try {
+        delay = await this.turn();
+      } catch (err) {
+        // The outbox could not be read or written (a full disk, a lock held too long): retried like a failed attempt.
+        this.outbox.release(this.settings.name);
+        this.state = 'retrying';
+        delay = this.failed(`outbox: ${(err as Error).message}`, 0);
       }
-      // A batch goes when it is full or its oldest event has waited maxWait; meanwhile more may come.
-      const age = Date.now() - taken.recordedAt;
-      this.state = 'sending';
-      if (taken.events.length < maxEvents && age < maxWaitMs) {
-        await this.pause(maxWaitMs - age);
-        continue;
-      }
-      const failure = await this.send(taken.events);
-      if (this.stopped) break;
-      if (failure === undefined) {
-        this.outbox.acknowledge(name, taken);
-        this.succeeded(taken.events.length);
-        continue;
-      }
-      const delay = this.failed(failure, taken.events.length);
-      this.state = 'retrying';
-      await this.pause(delay, { ignoreWake: true });
+      if (delay !== undefined) await this.pause(delay, { ignoreWake: true });
     }
+  }
+
+  /** One step: wait for events, or send a batch. Returns the backoff after a failed attempt. */
+  private async turn(): Promise<number | undefined> {
+    const { name, maxEvents, maxWaitMs } = this.settings;
+    const taken = this.outbox.take(name, maxEvents);
+    if (!taken) {
+      this.state = 'idle';
+      await this.pause(POLL_MS);
+      if (!this.stopped) this.outbox.recount(name);
+      return undefined;
+    }
+    this.state = 'sending';
+    // A batch goes when it is full or its oldest event has waited maxWait; meanwhile more may come.
+    // A negative age is a clock stepped back: send rather than wait for it to catch up.
+    const age = Date.now() - taken.recordedAt;
+    if (!taken.full && age >= 0 && age < maxWaitMs) {
+      this.outbox.release(name);
+      await this.pause(maxWaitMs - age);
+      return undefined;
+    }
+    const failure = await this.send(taken.events);
+    if (failure === undefined) {
+      this.outbox.acknowledge(name, taken);
+      this.succeeded(taken.events.length);
+      return undefined;
+    }
+    this.outbox.release(name);
+    if (this.stopped) return undefined;
+    this.state = 'retrying';
+    return this.failed(failure, taken.events.length);
   }
 
   /** Sends one batch; undefined on a 2xx, else why not. */

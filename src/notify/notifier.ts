@@ -44,6 +44,8 @@ const RELOG_MS = 60_000;
 interface Recorded {
   event: MirrorEvent;
   at: number;
+  /** Serialized at the first flush that took it: a flush retried after a failure sends the same id. */
+  body?: string;
 }
 
 interface Route {
@@ -64,7 +66,9 @@ export class Notifier {
   private buffer: Recorded[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
   private recorded = 0;
-  private lostInMemory = 0;
+  /** Events that never reached the outbox: the buffer overflowed while it could not be written, or it was still failing at stop. */
+  private lost = 0;
+  private stopping: Promise<void> | undefined;
   private lastFlushErrorLog = 0;
   private started = false;
   private closed = false;
@@ -113,12 +117,19 @@ export class Notifier {
 
   /** Never throws and never waits: the event is written with the next flush. */
   record(event: MirrorEvent): void {
-    if (!this.outbox || this.closed) return;
+    if (!this.outbox) return;
     this.recorded += 1;
+    if (this.closed) {
+      // A fill that ended after the drain, say: there is no outbox left to take it.
+      this.lost += 1;
+      return;
+    }
     this.buffer.push({ event, at: Date.now() });
     if (this.buffer.length > MAX_BUFFERED) {
-      this.buffer.shift();
-      this.lostInMemory += 1;
+      // Only while the outbox cannot be written: the oldest tenth goes at once, not one per event.
+      const excess = Math.ceil(MAX_BUFFERED / 10);
+      this.buffer.splice(0, excess);
+      this.lost += excess;
     }
     if (!this.flushTimer) {
       this.flushTimer = setTimeout(() => this.flush(), this.options.flushIntervalMs ?? FLUSH_MS);
@@ -130,14 +141,14 @@ export class Notifier {
   flush(): void {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
-    if (!this.outbox || this.buffer.length === 0) return;
+    if (!this.outbox || this.buffer.length === 0 || this.closed) return;
     // One chunk per endpoint and flush (split at its batch size): a row, not a row per event.
     const chunks = new Map<Route, Chunk[]>();
-    for (const { event, at } of this.buffer) {
-      let body: string | undefined;
+    for (const item of this.buffer) {
       for (const route of this.routes) {
-        if (!route.sender || !route.filter.wants(event)) continue;
-        body ??= serializeEvent(event, randomUUID(), at, this.source);
+        if (!route.sender || !route.filter.wants(item.event)) continue;
+        const body = (item.body ??= serializeEvent(item.event, randomUUID(), item.at, this.source));
+        const at = item.at;
         let list = chunks.get(route);
         if (!list) chunks.set(route, (list = []));
         let last = list.at(-1);
@@ -147,7 +158,8 @@ export class Notifier {
     }
     const rows = [...chunks.values()].flat();
     try {
-      const dropped = this.outbox.append(rows, this.options.maxPending);
+      // Only the delivering process trims: it knows which batch is in flight (stevedore verify only adds).
+      const dropped = this.outbox.append(rows, this.started ? this.options.maxPending : Number.MAX_SAFE_INTEGER);
       this.buffer = [];
       for (const [name, count] of dropped) this.routes.find((r) => r.name === name)?.sender?.droppedOldest(count);
     } catch (err) {
@@ -155,7 +167,7 @@ export class Notifier {
       const now = Date.now();
       if (now - this.lastFlushErrorLog >= RELOG_MS) {
         this.lastFlushErrorLog = now;
-        this.options.log.error({ err: (err as Error).message, buffered: this.buffer.length }, 'could not write events to the notification outbox; retrying');
+        this.options.log.error({ err: (err as Error).message, buffered: this.buffer.length, lost: this.lost }, 'could not write events to the notification outbox; retrying');
       }
       this.flushTimer = setTimeout(() => this.flush(), 1_000);
       this.flushTimer.unref();
@@ -165,7 +177,7 @@ export class Notifier {
   }
 
   start(): void {
-    if (this.started || !this.outbox) return;
+    if (this.started || this.closed || !this.outbox) return;
     this.started = true;
     const names = this.routes.map((r) => r.name);
     const forgotten = this.outbox.forgetOthers(names);
@@ -174,17 +186,26 @@ export class Notifier {
   }
 
   /** Writes what is recorded, stops the senders (an attempt in flight is cut short and retried at the next start) and closes the outbox. */
-  async stop(): Promise<void> {
-    if (this.closed) return;
-    this.flush();
-    this.closed = true;
-    await Promise.all(this.routes.map((r) => r.sender?.stop()));
-    this.outbox?.close();
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.flush();
+      this.closed = true;
+      clearTimeout(this.flushTimer);
+      if (this.buffer.length > 0) {
+        this.lost += this.buffer.length;
+        this.options.log.error({ lost: this.buffer.length }, 'notification events could not be written to the outbox before stopping: lost');
+        this.buffer = [];
+      }
+      await Promise.all(this.routes.map((r) => r.sender?.stop()));
+      this.outbox?.close();
+    })();
+    return this.stopping;
   }
 
   status(): NotificationsStatus {
     return {
       recorded: this.recorded,
+      lost: this.lost,
       endpoints: this.routes.map((route, index) => {
         if (route.sender) return route.sender.status();
         const endpoint = this.options.endpoints[index]!;

@@ -24,5 +24,7 @@ export interface EndpointStatus {
 export interface NotificationsStatus {
   /** Events recorded since this process started (before filtering per endpoint). */
   recorded: number;
+  /** Events that never reached the outbox (it could not be written for long, or at stop): 0 unless the disk failed. */
+  lost: number;
   endpoints: EndpointStatus[];
 }

@@ -128,4 +128,16 @@ test('notification endpoints: defaults, env overrides with a _FILE secret, and e
   invalid('notifications:\n  endpoints:\n    - { name: a, url: "https://x/", batch: { maxWait: soon } }\n', /"notifications\.endpoints\.0\.batch\.maxWait"/);
   invalid('notifications:\n  endpoints:\n    - { name: a, url: "https://x/", ignore: { actions: ["Pull!"] } }\n', /"notifications\.endpoints\.0\.ignore\.actions\.0"/);
   invalid('notifications:\n  endpoints:\n    - { name: a, url: "https://x/", retries: 3 }\n', /unknown config key "notifications\.endpoints\.0\.retries"/);
+  invalid('notifications:\n  endpoints:\n    - { name: a, url: "hooks.example.com/in" }\n', /"notifications\.endpoints\.0\.url": expected an http/);
+  invalid('notifications:\n  endpoints:\n    - { name: a, url: "https://x/", headers: { Content-Length: "5" } }\n', /"notifications\.endpoints\.0\.headers\.Content-Length": set by Stevedore/);
+  invalid('notifications:\n  endpoints:\n    - { name: a, url: "https://x/", headers: { X-A: "a\\r\\nX-B: b" } }\n', /"notifications\.endpoints\.0\.headers\.X-A": header values may not hold CR/);
+  invalid('notifications:\n  endpoints:\n    - { name: a, url: "https://x/", timeout: 0s }\n', /"notifications\.endpoints\.0\.timeout": between 100ms and 10m/);
+  invalid('notifications:\n  endpoints:\n    - { name: a, url: "https://x/", maxBackoff: 30d }\n', /"notifications\.endpoints\.0\.maxBackoff": between 10ms and 1d/);
+  const empty = join(dir, 'empty');
+  writeFileSync(empty, '\n');
+  invalid(`notifications:\n  endpoints:\n    - { name: a, url: "https://x/", secretFile: ${empty} }\n`, /"notifications\.endpoints\.0\.secretFile": the file is empty/);
+  const token = join(dir, 'token');
+  writeFileSync(token, 'Bearer from-a-file\n');
+  writeFileSync(file, `notifications:\n  endpoints:\n    - { name: a, url: "https://x/", headerFiles: { Authorization: ${token} } }\n`);
+  assert.deepEqual(loadConfig({ file, env: {}, cwd: dir }).notifications.endpoints[0]!.headers, { Authorization: 'Bearer from-a-file' });
 });

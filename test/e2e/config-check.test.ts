@@ -32,12 +32,18 @@ test('config check prints the configuration in effect with every secret masked, 
     '      - url: https://registry-1.docker.io',
     '        username: hubuser',
     '        password: hub-secret-pw',
+    'notifications:',
+    '  endpoints:',
+    '    - name: hook',
+    '      url: https://hooks.example.com/in?token=hook-query-tok',
+    '      headers: { Authorization: "Bearer hook-header-tok" }',
+    '      secret: hook-hmac-key',
     '',
   ].join('\n'));
   const secrets = { STEVEDORE_ADMIN_TOKEN: 'admin-token-456', STEVEDORE_CLUSTER_SECRET: 'cluster-secret-789', STEVEDORE_STORAGE_S3_SECRETACCESSKEY: 'aws-secret-000' };
   const res = await runCli(['config', 'check', '--config', file], { env: secrets });
   assert.equal(res.code, 0, res.stderr);
-  for (const secret of ['hub-secret-pw', 'proxy-pass-123', ...Object.values(secrets)]) assert.ok(!res.stdout.includes(secret), `${secret} is masked`);
+  for (const secret of ['hub-secret-pw', 'proxy-pass-123', 'hook-query-tok', 'hook-header-tok', 'hook-hmac-key', ...Object.values(secrets)]) assert.ok(!res.stdout.includes(secret), `${secret} is masked`);
   const shown = parse(res.stdout) as Record<string, any>;
   assert.equal(shown.listen, '127.0.0.1:5999', 'the file');
   assert.equal(shown.cache.tagTtl, 300_000, 'parsed: milliseconds');

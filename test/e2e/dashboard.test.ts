@@ -397,7 +397,7 @@ browserTools.test('notification endpoints: a dead receiver shows as retrying wit
     assert.ok(status.recorded >= 1, 'the pull was recorded');
     assert.deepEqual(status.endpoints.map((e) => e.name), ['ci', 'audit']);
     const dead = status.endpoints[0]!;
-    assert.equal(dead.url, `http://127.0.0.1:${closedPort}/events`);
+    assert.equal(dead.url, `http://127.0.0.1:${closedPort}/…`, 'the path (it may hold a token) is not shown');
     assert.equal(dead.delivered, 0);
     assert.equal(dead.dropped, 0);
     assert.equal(dead.lastSuccessAt, undefined);
