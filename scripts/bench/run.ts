@@ -19,6 +19,7 @@ import { clusterRows } from './cluster.js';
 import { redisUnavailableReason } from '../../test/support/redis.js';
 import { balancerUnavailableReason } from '../../test/support/nginx-balancer.js';
 import { better, cleanupScratch, delta, gibps, hotLoad, mib, parallelGets, secs, skopeoPull, type Row } from './scenarios.js';
+import { coldPullRows } from './cold-pulls.js';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -26,6 +27,9 @@ const BIG = Number(process.env.BENCH_BIG_BYTES ?? GiB);
 const USER = 'bench';
 const PASSWORD = 'bench-password';
 const rows: Row[] = [];
+/** Markdown tables printed after the main one (the cold pulls request by request). */
+const tables: string[] = [];
+const COLD_ROUNDS = Number(process.env.BENCH_COLD_ROUNDS ?? 5);
 const log = (line: string): void => void process.stderr.write(`${line}\n`);
 
 async function seed(origin: RegistryHandle, nginxRoot: string): Promise<{ bigDigest: string; smallDigest: string }> {
@@ -94,107 +98,100 @@ async function main(): Promise<void> {
       let servers = await restart();
       const pids = (): Record<string, number> => ({ peer: servers.peer.pid, stevedore: servers.stevedore.pid });
 
-      // 1. Cold pulls, and the direct pull from the front as the lower bound.
-      // "Cold" means an empty cache, not a process that never served a request: a
-      // mirror runs for months. So each server first serves one unrelated small pull.
-      for (const url of [hub.url, servers.peer.url, servers.stevedore.url]) {
-        await skopeoPull(host(url), 'small/img0:v1', url === hub.url ? `${USER}:${PASSWORD}` : undefined);
-      }
-      for (const [label, ref, bytes] of [['60 MiB image', 'library/app60:v1', 60 * MiB], [`${mib(BIG)} MiB image`, 'library/big:v1', BIG]] as const) {
-        log(`cold pull: ${label}`);
-        const direct = await delta(hub, () => skopeoPull(host(hub!.url), ref, `${USER}:${PASSWORD}`));
-        const viaPeer = await peakRss(pids(), () => delta(hub!, () => skopeoPull(host(servers.peer.url), ref)));
-        const viaUs = await peakRss(pids(), () => delta(hub!, () => skopeoPull(host(servers.stevedore.url), ref)));
-        const p = viaPeer.value;
-        const s = viaUs.value;
-        if (ref === 'library/app60:v1') coldFsMs = s.ms;
-        rows.push({ scenario: `cold pull, ${label}`, metric: 'wall time (s)', peer: secs(p.ms), stevedore: secs(s.ms), ratio: better(p.ms, s.ms), reference: `direct ${secs(direct.ms)} s; Stevedore ${(s.ms / direct.ms).toFixed(2)}× direct` });
-        rows.push({ scenario: `cold pull, ${label}`, metric: 'upstream blob GETs', peer: p.counts.blobGet, stevedore: s.counts.blobGet, ratio: better(p.counts.blobGet, s.counts.blobGet), reference: `direct ${direct.counts.blobGet}` });
-        rows.push({ scenario: `cold pull, ${label}`, metric: 'upstream MiB', peer: mib(p.counts.bytesServed), stevedore: mib(s.counts.bytesServed), ratio: better(p.counts.bytesServed, s.counts.bytesServed), reference: `image ≈ ${mib(bytes)} MiB` });
-        rows.push({ scenario: `cold pull, ${label}`, metric: 'tokens fetched', peer: p.counts.tokens, stevedore: s.counts.tokens, ratio: better(p.counts.tokens, s.counts.tokens), reference: `direct ${direct.counts.tokens}` });
-        rows.push({ scenario: `cold pull, ${label}`, metric: 'peak RSS (MiB)', peer: viaPeer.peaks.peer!, stevedore: viaUs.peaks.stevedore!, ratio: better(viaPeer.peaks.peer!, viaUs.peaks.stevedore!) });
-      }
+      // 1. Cold pulls, median of rounds with empty caches, and where each one's time goes.
+      const cold = await coldPullRows({ hub, user: USER, password: PASSWORD, restart, log, rounds: COLD_ROUNDS }, [
+        { label: '60 MiB image', ref: 'library/app60:v1', bytes: 60 * MiB },
+        { label: `${mib(BIG)} MiB image`, ref: 'library/big:v1', bytes: BIG },
+      ]);
+      rows.push(...cold.rows);
+      tables.push(...cold.tables);
+      coldFsMs = cold.stevedoreMs['library/app60:v1']!;
+      servers = await restart();
+      await skopeoPull(host(servers.peer.url), 'library/app60:v1');
+      await skopeoPull(host(servers.stevedore.url), 'library/app60:v1');
+      // BENCH_ONLY=cold stops here.
+      if (process.env.BENCH_ONLY !== 'cold') {
+        // 4. Warm pull of the same image: wall time and upstream requests.
+        log('warm pull');
+        const warmPeer = await delta(hub, () => skopeoPull(host(servers.peer.url), 'library/app60:v1'));
+        const warmUs = await delta(hub, () => skopeoPull(host(servers.stevedore.url), 'library/app60:v1'));
+        const upstreamRequests = (c: typeof warmPeer.counts): number => c.blobGet + c.blobHead + c.manifestGet + c.manifestHead;
+        rows.push({ scenario: 'warm pull, 60 MiB image', metric: 'wall time (s)', peer: secs(warmPeer.ms), stevedore: secs(warmUs.ms), ratio: better(warmPeer.ms, warmUs.ms) });
+        rows.push({ scenario: 'warm pull, 60 MiB image', metric: 'upstream requests', peer: upstreamRequests(warmPeer.counts), stevedore: upstreamRequests(warmUs.counts), ratio: better(upstreamRequests(warmPeer.counts), upstreamRequests(warmUs.counts)) });
 
-      // 4. Warm pull of the same image: wall time and upstream requests.
-      log('warm pull');
-      const warmPeer = await delta(hub, () => skopeoPull(host(servers.peer.url), 'library/app60:v1'));
-      const warmUs = await delta(hub, () => skopeoPull(host(servers.stevedore.url), 'library/app60:v1'));
-      const upstreamRequests = (c: typeof warmPeer.counts): number => c.blobGet + c.blobHead + c.manifestGet + c.manifestHead;
-      rows.push({ scenario: 'warm pull, 60 MiB image', metric: 'wall time (s)', peer: secs(warmPeer.ms), stevedore: secs(warmUs.ms), ratio: better(warmPeer.ms, warmUs.ms) });
-      rows.push({ scenario: 'warm pull, 60 MiB image', metric: 'upstream requests', peer: upstreamRequests(warmPeer.counts), stevedore: upstreamRequests(warmUs.counts), ratio: better(upstreamRequests(warmPeer.counts), upstreamRequests(warmUs.counts)) });
-
-      // 5. Hot metadata with autocannon (64 connections).
-      const manifestHeaders = { accept: `${MediaTypes.dockerManifest}, ${MediaTypes.ociManifest}` };
-      for (const [label, path, method, headers] of [
-        ['manifest GET by tag', '/v2/library/app60/manifests/v1', 'GET', manifestHeaders],
-        ['blob HEAD', `/v2/small/img0/blobs/${smallDigest}`, 'HEAD', {}],
-      ] as const) {
-        log(`hot metadata: ${label}`);
-        await skopeoPull(host(servers.stevedore.url), 'small/img0:v1');
-        await skopeoPull(host(servers.peer.url), 'small/img0:v1');
-        const p = await peakRss(pids(), () => hotLoad(`${servers.peer.url}${path}`, method, headers, 8));
-        const s = await peakRss(pids(), () => hotLoad(`${servers.stevedore.url}${path}`, method, headers, 8));
-        rows.push({ scenario: `hot ${label}`, metric: 'req/s', peer: p.value.requestsPerSecond, stevedore: s.value.requestsPerSecond, ratio: better(s.value.requestsPerSecond, p.value.requestsPerSecond), reference: `errors: peer ${p.value.errors}, Stevedore ${s.value.errors}` });
-        rows.push({ scenario: `hot ${label}`, metric: 'p50 / p99 (ms)', peer: `${p.value.p50} / ${p.value.p99}`, stevedore: `${s.value.p50} / ${s.value.p99}` });
-      }
-
-      // 2. Fan-in: N concurrent cold pulls of the big layer, fresh caches each time.
-      for (const n of [8, 32]) {
-        log(`fan-in: ${n} concurrent cold pulls of the big layer`);
-        servers = await restart();
-        const blobPath = `/v2/library/big/blobs/${bigDigest}`;
-        // Warm the manifest and token paths so only the layer is measured.
-        await skopeoPull(host(servers.peer.url), 'library/multi:latest').catch(() => undefined);
-        const p = await peakRss(pids(), () => delta(hub!, () => parallelGets(`${servers.peer.url}${blobPath}`, n, BIG)));
-        const s = await peakRss(pids(), () => delta(hub!, () => parallelGets(`${servers.stevedore.url}${blobPath}`, n, BIG)));
-        rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'wall time (s)', peer: secs(p.value.ms), stevedore: secs(s.value.ms), ratio: better(p.value.ms, s.value.ms) });
-        rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'upstream GETs of the layer', peer: p.value.counts.blobGet, stevedore: s.value.counts.blobGet, ratio: better(p.value.counts.blobGet, s.value.counts.blobGet) });
-        rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'upstream MiB', peer: mib(p.value.counts.bytesServed), stevedore: mib(s.value.counts.bytesServed), ratio: better(p.value.counts.bytesServed, s.value.counts.bytesServed) });
-        if (n === 32) fanInFsPeak = s.peaks.stevedore!;
-        rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'peak RSS (MiB)', peer: p.peaks.peer!, stevedore: s.peaks.stevedore!, ratio: better(p.peaks.peer!, s.peaks.stevedore!) });
-      }
-
-      // 3. Warm blob throughput against the ceiling of nginx serving the file.
-      // The fan-in left gigabytes of dirty pages: write them back first, so that
-      // writeback does not eat into whichever server is measured next. Then the
-      // best of three interleaved rounds, since one round on 2 shared cores is noisy.
-      // Also Stevedore behind nginx, which sends verified blobs with sendfile (offload).
-      log('warm throughput: filling a second Stevedore behind nginx (offload)');
-      const blobPath = `/v2/library/big/blobs/${bigDigest}`;
-      offloading = await startStevedore(hub.url, USER, PASSWORD, { offload: { header: 'X-Accel-Redirect', prefix: '/_stevedore/' } });
-      front = await startNginxFront(offloading.url, offloading.dir);
-      await parallelGets(`${front.url}${blobPath}`, 1, BIG);
-      execFileSync('sync');
-      for (const n of [1, 8]) {
-        log(`warm throughput, ${n} stream(s)`);
-        const best = { peer: Infinity, stevedore: Infinity, nginx: Infinity, offload: Infinity };
-        const peaks = { peer: 0, stevedore: 0 };
-        for (let round = 0; round < 3; round++) {
-          const p = await peakRss(pids(), () => parallelGets(`${servers.peer.url}${blobPath}`, n, BIG));
-          const s = await peakRss(pids(), () => parallelGets(`${servers.stevedore.url}${blobPath}`, n, BIG));
-          best.peer = Math.min(best.peer, p.value);
-          best.stevedore = Math.min(best.stevedore, s.value);
-          best.nginx = Math.min(best.nginx, await parallelGets(`${nginx.url}/big.bin`, n, BIG));
-          best.offload = Math.min(best.offload, await parallelGets(`${front.url}${blobPath}`, n, BIG));
-          peaks.peer = Math.max(peaks.peer, p.peaks.peer!);
-          peaks.stevedore = Math.max(peaks.stevedore, s.peaks.stevedore!);
+        // 5. Hot metadata with autocannon (64 connections).
+        const manifestHeaders = { accept: `${MediaTypes.dockerManifest}, ${MediaTypes.ociManifest}` };
+        for (const [label, path, method, headers] of [
+          ['manifest GET by tag', '/v2/library/app60/manifests/v1', 'GET', manifestHeaders],
+          ['blob HEAD', `/v2/small/img0/blobs/${smallDigest}`, 'HEAD', {}],
+        ] as const) {
+          log(`hot metadata: ${label}`);
+          await skopeoPull(host(servers.stevedore.url), 'small/img0:v1');
+          await skopeoPull(host(servers.peer.url), 'small/img0:v1');
+          const p = await peakRss(pids(), () => hotLoad(`${servers.peer.url}${path}`, method, headers, 8));
+          const s = await peakRss(pids(), () => hotLoad(`${servers.stevedore.url}${path}`, method, headers, 8));
+          rows.push({ scenario: `hot ${label}`, metric: 'req/s', peer: p.value.requestsPerSecond, stevedore: s.value.requestsPerSecond, ratio: better(s.value.requestsPerSecond, p.value.requestsPerSecond), reference: `errors: peer ${p.value.errors}, Stevedore ${s.value.errors}` });
+          rows.push({ scenario: `hot ${label}`, metric: 'p50 / p99 (ms)', peer: `${p.value.p50} / ${p.value.p99}`, stevedore: `${s.value.p50} / ${s.value.p99}` });
         }
-        const scenario = `warm blob, ${n} stream${n > 1 ? 's' : ''} (best of 3)`;
-        rows.push({ scenario, metric: 'GiB/s', peer: gibps(BIG * n, best.peer), stevedore: gibps(BIG * n, best.stevedore), ratio: better(best.peer, best.stevedore), reference: `nginx ${gibps(BIG * n, best.nginx)} GiB/s` });
-        rows.push({ scenario, metric: 'GiB/s, Stevedore behind nginx (offload)', peer: gibps(BIG * n, best.peer), stevedore: gibps(BIG * n, best.offload), ratio: better(best.peer, best.offload), reference: `nginx ${gibps(BIG * n, best.nginx)} GiB/s` });
-        rows.push({ scenario, metric: 'peak RSS (MiB)', peer: peaks.peer, stevedore: peaks.stevedore, ratio: better(peaks.peer, peaks.stevedore) });
+
+        // 2. Fan-in: N concurrent cold pulls of the big layer, fresh caches each time.
+        for (const n of [8, 32]) {
+          log(`fan-in: ${n} concurrent cold pulls of the big layer`);
+          servers = await restart();
+          const blobPath = `/v2/library/big/blobs/${bigDigest}`;
+          // Warm the manifest and token paths so only the layer is measured.
+          await skopeoPull(host(servers.peer.url), 'library/multi:latest').catch(() => undefined);
+          const p = await peakRss(pids(), () => delta(hub!, () => parallelGets(`${servers.peer.url}${blobPath}`, n, BIG)));
+          const s = await peakRss(pids(), () => delta(hub!, () => parallelGets(`${servers.stevedore.url}${blobPath}`, n, BIG)));
+          rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'wall time (s)', peer: secs(p.value.ms), stevedore: secs(s.value.ms), ratio: better(p.value.ms, s.value.ms) });
+          rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'upstream GETs of the layer', peer: p.value.counts.blobGet, stevedore: s.value.counts.blobGet, ratio: better(p.value.counts.blobGet, s.value.counts.blobGet) });
+          rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'upstream MiB', peer: mib(p.value.counts.bytesServed), stevedore: mib(s.value.counts.bytesServed), ratio: better(p.value.counts.bytesServed, s.value.counts.bytesServed) });
+          if (n === 32) fanInFsPeak = s.peaks.stevedore!;
+          rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'peak RSS (MiB)', peer: p.peaks.peer!, stevedore: s.peaks.stevedore!, ratio: better(p.peaks.peer!, s.peaks.stevedore!) });
+        }
+
+        // 3. Warm blob throughput against the ceiling of nginx serving the file.
+        // The fan-in left gigabytes of dirty pages: write them back first, so that
+        // writeback does not eat into whichever server is measured next. Then the
+        // best of three interleaved rounds, since one round on 2 shared cores is noisy.
+        // Also Stevedore behind nginx, which sends verified blobs with sendfile (offload).
+        log('warm throughput: filling a second Stevedore behind nginx (offload)');
+        const blobPath = `/v2/library/big/blobs/${bigDigest}`;
+        offloading = await startStevedore(hub.url, USER, PASSWORD, { offload: { header: 'X-Accel-Redirect', prefix: '/_stevedore/' } });
+        front = await startNginxFront(offloading.url, offloading.dir);
+        await parallelGets(`${front.url}${blobPath}`, 1, BIG);
+        execFileSync('sync');
+        for (const n of [1, 8]) {
+          log(`warm throughput, ${n} stream(s)`);
+          const best = { peer: Infinity, stevedore: Infinity, nginx: Infinity, offload: Infinity };
+          const peaks = { peer: 0, stevedore: 0 };
+          for (let round = 0; round < 3; round++) {
+            const p = await peakRss(pids(), () => parallelGets(`${servers.peer.url}${blobPath}`, n, BIG));
+            const s = await peakRss(pids(), () => parallelGets(`${servers.stevedore.url}${blobPath}`, n, BIG));
+            best.peer = Math.min(best.peer, p.value);
+            best.stevedore = Math.min(best.stevedore, s.value);
+            best.nginx = Math.min(best.nginx, await parallelGets(`${nginx.url}/big.bin`, n, BIG));
+            best.offload = Math.min(best.offload, await parallelGets(`${front.url}${blobPath}`, n, BIG));
+            peaks.peer = Math.max(peaks.peer, p.peaks.peer!);
+            peaks.stevedore = Math.max(peaks.stevedore, s.peaks.stevedore!);
+          }
+          const scenario = `warm blob, ${n} stream${n > 1 ? 's' : ''} (best of 3)`;
+          rows.push({ scenario, metric: 'GiB/s', peer: gibps(BIG * n, best.peer), stevedore: gibps(BIG * n, best.stevedore), ratio: better(best.peer, best.stevedore), reference: `nginx ${gibps(BIG * n, best.nginx)} GiB/s` });
+          rows.push({ scenario, metric: 'GiB/s, Stevedore behind nginx (offload)', peer: gibps(BIG * n, best.peer), stevedore: gibps(BIG * n, best.offload), ratio: better(best.peer, best.offload), reference: `nginx ${gibps(BIG * n, best.nginx)} GiB/s` });
+          rows.push({ scenario, metric: 'peak RSS (MiB)', peer: peaks.peer, stevedore: peaks.stevedore, ratio: better(peaks.peer, peaks.stevedore) });
+        }
+
+        // 6. The cache in an S3 bucket (Ceph RGW), beside distribution on its own S3 driver.
+        await stevedore?.stop();
+        await peer?.stop();
+        const unavailable = await rgwUnavailableReason();
+        if (unavailable) log(`S3 rows NOT RUN: ${unavailable}`);
+        else rows.push(...(await s3Rows({ hub, user: USER, password: PASSWORD, bigDigest, bigBytes: BIG, coldFsMs, fanInFsPeak, log })));
+
+        // 7. Three replicas on one bucket and one Redis, beside three distribution proxies on one bucket.
+        if (await clusterUnavailable()) log(`cluster rows NOT RUN: ${await clusterUnavailable()}`);
+        else rows.push(...(await clusterRows({ hub, user: USER, password: PASSWORD, bigDigest, bigBytes: BIG, log })));
       }
-
-      // 6. The cache in an S3 bucket (Ceph RGW), beside distribution on its own S3 driver.
-      await stevedore?.stop();
-      await peer?.stop();
-      const unavailable = await rgwUnavailableReason();
-      if (unavailable) log(`S3 rows NOT RUN: ${unavailable}`);
-      else rows.push(...(await s3Rows({ hub, user: USER, password: PASSWORD, bigDigest, bigBytes: BIG, coldFsMs, fanInFsPeak, log })));
-
-      // 7. Three replicas on one bucket and one Redis, beside three distribution proxies on one bucket.
-      if (await clusterUnavailable()) log(`cluster rows NOT RUN: ${await clusterUnavailable()}`);
-      else rows.push(...(await clusterRows({ hub, user: USER, password: PASSWORD, bigDigest, bigBytes: BIG, log })));
     }
   } finally {
     await front?.stop();
@@ -213,9 +210,9 @@ async function main(): Promise<void> {
     '|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${r.scenario} | ${r.metric} | ${r.peer} | ${r.stevedore} | ${r.ratio ?? ''} | ${r.reference ?? ''} |`),
   ].join('\n');
-  process.stdout.write(`\n${machine}; big layer ${mib(BIG)} MiB; run took ${Math.round((Date.now() - started) / 1000)} s\n\n${table}\n`);
+  process.stdout.write(`\n${machine}; big layer ${mib(BIG)} MiB; run took ${Math.round((Date.now() - started) / 1000)} s\n\n${table}\n${tables.join('\n')}\n`);
   mkdirSync('bench-results', { recursive: true });
-  writeFileSync(`bench-results/bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`, JSON.stringify({ machine, bigBytes: BIG, rows }, null, 2));
+  writeFileSync(`bench-results/bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`, JSON.stringify({ machine, bigBytes: BIG, rows, tables }, null, 2));
 }
 
 main().catch((err: unknown) => {

@@ -14,6 +14,7 @@ import { startMirror, type TestMirror } from '../support/stevedore.js';
 import { get, streamDigest } from '../support/http.js';
 import { waitFor, waitForAsync } from '../support/wait.js';
 import { findChromium, requirement } from '../support/requirements.js';
+import type { EndpointStatus } from '../../src/notify/status.js';
 
 const chromiumPath = await findChromium();
 const browserTools = requirement('Chromium', chromiumPath ? undefined : 'no browser: set CHROME_PATH, or install Debian\'s chromium');
@@ -343,21 +344,9 @@ browserTools.test('an upstream that is down: errors counted and charted, "down, 
   }
 });
 
-interface NotifyEndpoint {
-  name: string;
-  url: string;
-  state: 'idle' | 'sending' | 'retrying' | 'disabled';
-  pending: number;
-  delivered: number;
-  failedAttempts: number;
-  dropped: number;
-  lastSuccessAt?: number;
-  lastFailure?: { at: number; message: string };
-  nextAttemptAt?: number;
-}
 
 /** The dashboard's words for a notification endpoint's state, written again here as the oracle. */
-function shownDelivery(e: NotifyEndpoint): string {
+function shownDelivery(e: EndpointStatus): string {
   if (e.state === 'sending') return 'delivering';
   if (e.state === 'retrying') {
     if (e.nextAttemptAt === undefined || e.nextAttemptAt <= Date.now()) return 'retrying now';
@@ -387,8 +376,8 @@ browserTools.test('notification endpoints: a dead receiver shows as retrying wit
     });
     const m = notifying;
     assert.equal((await get(`${m.url}/v2/team/web/manifests/v1`, { accept: ALL })).status, 200);
-    const read = async (): Promise<{ recorded: number; endpoints: NotifyEndpoint[] }> => JSON.parse((await get(`${m.url}/api/notifications`)).body.toString()) as { recorded: number; endpoints: NotifyEndpoint[] };
-    const ci = async (): Promise<NotifyEndpoint | undefined> => (await read()).endpoints.find((e) => e.name === 'ci');
+    const read = async (): Promise<{ recorded: number; endpoints: EndpointStatus[] }> => JSON.parse((await get(`${m.url}/api/notifications`)).body.toString()) as { recorded: number; endpoints: EndpointStatus[] };
+    const ci = async (): Promise<EndpointStatus | undefined> => (await read()).endpoints.find((e) => e.name === 'ci');
     await waitForAsync('the pull event to fail its first delivery', async () => {
       const e = await ci();
       return e?.state === 'retrying' && e.pending > 0 && e.failedAttempts > 0;

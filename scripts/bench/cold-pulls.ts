@@ -1,0 +1,70 @@
+// Cold pulls: direct from the hub, through distribution's proxy and through
+// Stevedore, each round with empty caches in processes that already served a
+// pull (a mirror runs for months). skopeo gives the wall time (median of the
+// rounds), and a request-by-request client the breakdown of where it goes.
+import type { RegistryHandle } from '../../test/support/registry.js';
+import type { MirrorProcess } from '../../test/support/stevedore.js';
+import { breakdownTable, median, timedPull, type TimedPull } from './pull-breakdown.js';
+import { better, delta, mib, secs, skopeoPull, type Row } from './scenarios.js';
+import { peakRss, type HubProcess } from './servers.js';
+
+export interface ColdPullSetup {
+  hub: HubProcess;
+  user: string;
+  password: string;
+  /** Fresh servers (empty caches). */
+  restart(): Promise<{ peer: RegistryHandle; stevedore: MirrorProcess }>;
+  log(line: string): void;
+  rounds: number;
+}
+
+const host = (url: string): string => url.replace('http://', '');
+
+export async function coldPullRows(setup: ColdPullSetup, images: readonly { label: string; ref: string; bytes: number }[]): Promise<{ rows: Row[]; tables: string[]; stevedoreMs: Record<string, number> }> {
+  const { hub, user, password, log } = setup;
+  const credentials = `${user}:${password}`;
+  const rows: Row[] = [];
+  const tables: string[] = [];
+  const stevedoreMs: Record<string, number> = {};
+  for (const image of images) {
+    const [repo, tag] = image.ref.split(':') as [string, string];
+    const wall = { direct: [] as number[], peer: [] as number[], stevedore: [] as number[] };
+    const peaks = { peer: 0, stevedore: 0 };
+    const counts = { direct: 0, peer: 0, stevedore: 0 };
+    const timed: Record<'direct' | 'distribution' | 'Stevedore', TimedPull[]> = { direct: [], distribution: [], Stevedore: [] };
+    for (let round = 0; round < setup.rounds; round++) {
+      log(`cold pull: ${image.label}, round ${round + 1} of ${setup.rounds}`);
+      // skopeo, for the wall time.
+      let servers = await setup.restart();
+      const pids = { peer: servers.peer.pid, stevedore: servers.stevedore.pid };
+      for (const url of [hub.url, servers.peer.url, servers.stevedore.url]) await skopeoPull(host(url), 'small/img0:v1', url === hub.url ? credentials : undefined);
+      const direct = await delta(hub, () => skopeoPull(host(hub.url), image.ref, credentials));
+      const viaPeer = await peakRss(pids, () => delta(hub, () => skopeoPull(host(servers.peer.url), image.ref)));
+      const viaUs = await peakRss(pids, () => delta(hub, () => skopeoPull(host(servers.stevedore.url), image.ref)));
+      wall.direct.push(direct.ms);
+      wall.peer.push(viaPeer.value.ms);
+      wall.stevedore.push(viaUs.value.ms);
+      counts.direct = direct.counts.blobGet;
+      counts.peer = viaPeer.value.counts.blobGet;
+      counts.stevedore = viaUs.value.counts.blobGet;
+      peaks.peer = Math.max(peaks.peer, viaPeer.peaks.peer!);
+      peaks.stevedore = Math.max(peaks.stevedore, viaUs.peaks.stevedore!);
+      // The request-by-request client, on empty caches again.
+      servers = await setup.restart();
+      for (const url of [hub.url, servers.peer.url, servers.stevedore.url]) await timedPull(url, 'small/img0', 'v1', url === hub.url ? credentials : undefined);
+      timed.direct.push(await timedPull(hub.url, repo, tag, credentials));
+      timed.distribution.push(await timedPull(servers.peer.url, repo, tag));
+      timed.Stevedore.push(await timedPull(servers.stevedore.url, repo, tag));
+    }
+    const d = median(wall.direct);
+    const p = median(wall.peer);
+    const s = median(wall.stevedore);
+    stevedoreMs[image.ref] = s;
+    const scenario = `cold pull, ${image.label} (median of ${setup.rounds})`;
+    rows.push({ scenario, metric: 'wall time (s)', peer: secs(p), stevedore: secs(s), ratio: better(p, s), reference: `direct ${secs(d)} s; Stevedore ${(s / d).toFixed(2)}× direct, distribution ${(p / d).toFixed(2)}×; rounds ${wall.stevedore.map(secs).join(', ')}` });
+    rows.push({ scenario, metric: 'upstream blob GETs (last round)', peer: counts.peer, stevedore: counts.stevedore, ratio: better(counts.peer, counts.stevedore), reference: `direct ${counts.direct}; image ≈ ${mib(image.bytes)} MiB` });
+    rows.push({ scenario, metric: 'peak RSS (MiB)', peer: peaks.peer, stevedore: peaks.stevedore, ratio: better(peaks.peer, peaks.stevedore) });
+    tables.push(...breakdownTable(image.label, timed));
+  }
+  return { rows, tables, stevedoreMs };
+}
