@@ -23,6 +23,8 @@ await fetch(`${mirror.url}/v2/library/big/blobs/${blob.digest}`).then((r) => r.a
 const nginxRoot = mkdtempSync(join(tmpdir(), 'warm-probe-'));
 chmodSync(nginxRoot, 0o755);
 copyFileSync(join(mirror.dir, 'blobs', 'sha256', hex.slice(0, 2), hex), join(nginxRoot, hex));
+// The cache's files are the mirror user's alone (0600); the copy is for everyone.
+chmodSync(join(nginxRoot, hex), 0o644);
 const nginx = await startNginx(nginxRoot);
 
 async function curlAll(urls: string[]): Promise<number> {
