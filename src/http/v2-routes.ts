@@ -8,6 +8,7 @@ import { validateTag } from '../oci/reference.js';
 import type { Mirror, Requester, Target } from '../mirror/mirror.js';
 import { requestedRange } from './range.js';
 import type { RequestLogFields } from './request-log.js';
+import { isRecycling, sendRecycling } from './blob-body.js';
 
 /** More hops than any sane mirror tree; longer chains are refused. */
 const MAX_VIA = 16;
@@ -145,7 +146,7 @@ async function serveBlob(ctx: Context, mirror: Mirror, target: Target, reference
   const range = requestedRange(ctx.get('Range') || undefined, answer.size);
   const length = range ? range.end - range.start + 1 : answer.size;
   ctx.status = range ? 206 : 200;
-  if (!head) ctx.body = await answer.open(range);
+  const body = head ? undefined : await answer.open(range);
   ctx.set({
     'Content-Type': 'application/octet-stream',
     'Content-Length': String(length),
@@ -154,6 +155,13 @@ async function serveBlob(ctx: Context, mirror: Mirror, target: Target, reference
     ETag: `"${answer.digest}"`,
   });
   if (range) ctx.set('Content-Range', `bytes ${range.start}-${range.end}/${answer.size}`);
+  if (body && !Buffer.isBuffer(body) && isRecycling(body)) {
+    // Written here rather than by Koa, so that its buffers are reused (see blob-body.ts).
+    ctx.respond = false;
+    sendRecycling(ctx.res, body);
+  } else if (body) {
+    ctx.body = body;
+  }
 }
 
 async function serveTags(ctx: Context, mirror: Mirror, target: Target, clientName: string, head: boolean): Promise<void> {

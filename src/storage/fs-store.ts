@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ByteRange } from '../oci/byte-range.js';
 import type { Digest } from '../oci/digest.js';
+import { RecyclingFileReader } from './recycling-reader.js';
 import { blobKey, digestOfKey, NotStoredError, ObjectTooLargeError, StoreFullError, type BlobStore, type BlobWrite, type StoredEntry } from './blob-store.js';
 
 /** File and directory modes of the cache: private to the mirror's user, or readable by its group too (a front server's). */
@@ -64,7 +65,7 @@ export class FsStore implements BlobStore {
     }
     const length = range ? range.end - range.start + 1 : size;
     // The stream owns the handle from here: it closes it at the end, on error and on destroy.
-    const body = handle.createReadStream({ ...range, highWaterMark: Math.min(READ_CHUNK, Math.max(64 * 1024, length)) });
+    const body = new RecyclingFileReader(handle, { start: range?.start ?? 0, end: range?.end ?? size - 1 }, Math.min(READ_CHUNK, Math.max(64 * 1024, length)));
     return { body, size };
   }
 
