@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { Cache } from './cache/cache.js';
 import type { Cluster } from './cluster/cluster.js';
 import { PeerClient } from './cluster/peer-client.js';
-import { RedisCluster } from './cluster/redis-cluster.js';
 import { SingleReplica } from './cluster/single-replica.js';
 import { FsStore } from './storage/fs-store.js';
 import { announceServer, claimCacheDir } from './cache/server-lock.js';
@@ -18,7 +17,6 @@ import type { StatsHistory } from './cache/stats-history.js';
 import type { BlobStore } from './storage/blob-store.js';
 import { cacheModes, type CacheModes } from './storage/fs-store.js';
 import { openStore, type StoreOptions } from './storage/open-store.js';
-import { S3Store } from './storage/s3-store.js';
 import { ConfigError } from './config/errors.js';
 import type { Config } from './config/schema.js';
 import { createApp } from './http/app.js';
@@ -140,6 +138,8 @@ async function joinCluster(config: Config, instanceId: string, log: Logger, metr
   const { redis, advertise, secret, leaseTtl, redisPassword } = config.cluster;
   if (!redis || !serving) return { cluster: new SingleReplica({ id: instanceId, url: advertise }) };
   const s3 = config.storage.s3;
+  // Loaded only for a cluster, as the AWS SDK is only for a bucket: a replica alone never pays for the Redis client.
+  const { RedisCluster } = await import('./cluster/redis-cluster.js');
   const cluster = new RedisCluster({
     url: redis,
     password: redisPassword,
@@ -249,7 +249,7 @@ export async function openCache(config: Config, options: { owner: boolean }): Pr
     // a window of memory for them; in a cluster, blobs relayed from the filling replica land there.
     const spool = config.storage.driver === 's3' ? new FsStore(join(config.cache.dir, 'spool'), modes) : undefined;
     await spool?.init();
-    const cache = await Cache.open({ database, store, accessFlushIntervalMs: config.cache.accessFlushInterval, owner: options.owner, spool });
+    const cache = await Cache.open({ database, store, accessFlushIntervalMs: config.cache.accessFlushInterval, memoryBudgetBytes: config.cache.memoryBudget, owner: options.owner, spool });
     return { database, store, cache };
   } catch (err) {
     database.close();
@@ -340,7 +340,7 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
     probeDir: config.storage.driver === 'filesystem' ? join(config.cache.dir, 'tmp') : config.cache.dir,
     cache,
     minFree: config.cache.minFreeSpace,
-    checkStore: store instanceof S3Store ? () => store.check() : undefined,
+    checkStore: store.check ? () => store.check!() : undefined,
     mirror,
   });
   collectLiveState(metrics, { cache, jobs: database.jobs, mirror, sweeper, cacheDir: config.cache.dir });

@@ -30,6 +30,8 @@ export async function coldPullRows(setup: ColdPullSetup, images: readonly { labe
     const [repo, tag] = image.ref.split(':') as [string, string];
     const wall = { direct: [] as number[], peer: [] as number[], stevedore: [] as number[] };
     const peaks = { peer: 0, stevedore: 0 };
+    /** Peaks while the request-by-request client pulled. */
+    const timedPeaks = { peer: 0, stevedore: 0 };
     const counts = { direct: 0, peer: 0, stevedore: 0 };
     const timed: Record<'direct' | 'distribution' | 'Stevedore', TimedPull[]> = { direct: [], distribution: [], Stevedore: [] };
     for (let round = 0; round < setup.rounds; round++) {
@@ -51,20 +53,27 @@ export async function coldPullRows(setup: ColdPullSetup, images: readonly { labe
       peaks.stevedore = Math.max(peaks.stevedore, viaUs.peaks.stevedore!);
       // The request-by-request client, on empty caches again.
       servers = await setup.restart();
+      const timedPids = { peer: servers.peer.pid, stevedore: servers.stevedore.pid };
       for (const url of [hub.url, servers.peer.url, servers.stevedore.url]) await timedPull(url, 'small/img0', 'v1', url === hub.url ? credentials : undefined);
       timed.direct.push(await timedPull(hub.url, repo, tag, credentials));
-      timed.distribution.push(await timedPull(servers.peer.url, repo, tag));
-      timed.Stevedore.push(await timedPull(servers.stevedore.url, repo, tag));
+      const timedPeer = await peakRss(timedPids, () => timedPull(servers.peer.url, repo, tag));
+      const timedUs = await peakRss(timedPids, () => timedPull(servers.stevedore.url, repo, tag));
+      timed.distribution.push(timedPeer.value);
+      timed.Stevedore.push(timedUs.value);
+      timedPeaks.peer = Math.max(timedPeaks.peer, timedPeer.peaks.peer!);
+      timedPeaks.stevedore = Math.max(timedPeaks.stevedore, timedUs.peaks.stevedore!);
     }
     const d = median(wall.direct);
     const p = median(wall.peer);
     const s = median(wall.stevedore);
     stevedoreMs[image.ref] = s;
     const scenario = `cold pull, ${image.label} (median of ${setup.rounds})`;
-    rows.push({ scenario, metric: 'wall time (s)', peer: secs(p), stevedore: secs(s), ratio: better(p, s), reference: `direct ${secs(d)} s; Stevedore ${(s / d).toFixed(2)}× direct, distribution ${(p / d).toFixed(2)}×; rounds ${wall.stevedore.map(secs).join(', ')}` });
-    rows.push({ scenario, metric: 'upstream blob GETs (last round)', peer: counts.peer, stevedore: counts.stevedore, ratio: better(counts.peer, counts.stevedore), reference: `direct ${counts.direct}; image ≈ ${mib(image.bytes)} MiB` });
-    rows.push({ scenario, metric: 'peak RSS (MiB)', peer: peaks.peer, stevedore: peaks.stevedore, ratio: better(peaks.peer, peaks.stevedore) });
-    tables.push(...breakdownTable(image.label, timed));
+    rows.push({ scenario, metric: 'wall time (s)', peer: secs(p), stevedore: secs(s), ratio: better(p, s), reference: `direct ${secs(d)} s; Stevedore ${(s / d).toFixed(2)}× direct, distribution ${(p / d).toFixed(2)}×; rounds ${wall.stevedore.map(secs).join(', ')}`, rss: peaks });
+    rows.push({ scenario, metric: 'upstream blob GETs (last round)', peer: counts.peer, stevedore: counts.stevedore, ratio: better(counts.peer, counts.stevedore), reference: `direct ${counts.direct}; image ≈ ${mib(image.bytes)} MiB`, rss: peaks });
+    rows.push({ scenario, metric: 'peak RSS (MiB)', peer: peaks.peer, stevedore: peaks.stevedore, ratio: better(peaks.peer, peaks.stevedore), rss: peaks });
+    rows.push({ scenario, metric: 'peak RSS (MiB), request-by-request client', peer: timedPeaks.peer, stevedore: timedPeaks.stevedore, ratio: better(timedPeaks.peer, timedPeaks.stevedore), rss: timedPeaks });
+    // The breakdown table's columns are direct, distribution and Stevedore, in that order.
+    tables.push(...breakdownTable(image.label, timed), `| peak RSS (MiB) | – | ${timedPeaks.peer} | ${timedPeaks.stevedore} |`);
   }
   return { rows, tables, stevedoreMs };
 }

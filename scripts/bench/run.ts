@@ -18,7 +18,7 @@ import { s3Rows } from './s3.js';
 import { clusterRows } from './cluster.js';
 import { redisUnavailableReason } from '../../test/support/redis.js';
 import { balancerUnavailableReason } from '../../test/support/nginx-balancer.js';
-import { better, cleanupScratch, delta, gibps, hotLoad, mib, parallelGets, secs, skopeoPull, type Row } from './scenarios.js';
+import { better, cleanupScratch, delta, gibps, hotLoad, mib, parallelGets, rssCell, secs, skopeoPull, type Row } from './scenarios.js';
 import { coldPullRows } from './cold-pulls.js';
 
 const GiB = 1024 ** 3;
@@ -113,11 +113,13 @@ async function main(): Promise<void> {
       if (process.env.BENCH_ONLY !== 'cold') {
         // 4. Warm pull of the same image: wall time and upstream requests.
         log('warm pull');
-        const warmPeer = await delta(hub, () => skopeoPull(host(servers.peer.url), 'library/app60:v1'));
-        const warmUs = await delta(hub, () => skopeoPull(host(servers.stevedore.url), 'library/app60:v1'));
+        const warmPeerRun = await peakRss(pids(), () => delta(hub!, () => skopeoPull(host(servers.peer.url), 'library/app60:v1')));
+        const warmUsRun = await peakRss(pids(), () => delta(hub!, () => skopeoPull(host(servers.stevedore.url), 'library/app60:v1')));
+        const [warmPeer, warmUs] = [warmPeerRun.value, warmUsRun.value];
+        const warmRss = { peer: warmPeerRun.peaks.peer!, stevedore: warmUsRun.peaks.stevedore! };
         const upstreamRequests = (c: typeof warmPeer.counts): number => c.blobGet + c.blobHead + c.manifestGet + c.manifestHead;
-        rows.push({ scenario: 'warm pull, 60 MiB image', metric: 'wall time (s)', peer: secs(warmPeer.ms), stevedore: secs(warmUs.ms), ratio: better(warmPeer.ms, warmUs.ms) });
-        rows.push({ scenario: 'warm pull, 60 MiB image', metric: 'upstream requests', peer: upstreamRequests(warmPeer.counts), stevedore: upstreamRequests(warmUs.counts), ratio: better(upstreamRequests(warmPeer.counts), upstreamRequests(warmUs.counts)) });
+        rows.push({ scenario: 'warm pull, 60 MiB image', metric: 'wall time (s)', peer: secs(warmPeer.ms), stevedore: secs(warmUs.ms), ratio: better(warmPeer.ms, warmUs.ms), rss: warmRss });
+        rows.push({ scenario: 'warm pull, 60 MiB image', metric: 'upstream requests', peer: upstreamRequests(warmPeer.counts), stevedore: upstreamRequests(warmUs.counts), ratio: better(upstreamRequests(warmPeer.counts), upstreamRequests(warmUs.counts)), rss: warmRss });
 
         // 5. Hot metadata with autocannon (64 connections).
         const manifestHeaders = { accept: `${MediaTypes.dockerManifest}, ${MediaTypes.ociManifest}` };
@@ -130,8 +132,9 @@ async function main(): Promise<void> {
           await skopeoPull(host(servers.peer.url), 'small/img0:v1');
           const p = await peakRss(pids(), () => hotLoad(`${servers.peer.url}${path}`, method, headers, 8));
           const s = await peakRss(pids(), () => hotLoad(`${servers.stevedore.url}${path}`, method, headers, 8));
-          rows.push({ scenario: `hot ${label}`, metric: 'req/s', peer: p.value.requestsPerSecond, stevedore: s.value.requestsPerSecond, ratio: better(s.value.requestsPerSecond, p.value.requestsPerSecond), reference: `errors: peer ${p.value.errors}, Stevedore ${s.value.errors}` });
-          rows.push({ scenario: `hot ${label}`, metric: 'p50 / p99 (ms)', peer: `${p.value.p50} / ${p.value.p99}`, stevedore: `${s.value.p50} / ${s.value.p99}` });
+          const rss = { peer: p.peaks.peer!, stevedore: s.peaks.stevedore! };
+          rows.push({ scenario: `hot ${label}`, metric: 'req/s', peer: p.value.requestsPerSecond, stevedore: s.value.requestsPerSecond, ratio: better(s.value.requestsPerSecond, p.value.requestsPerSecond), reference: `errors: peer ${p.value.errors}, Stevedore ${s.value.errors}`, rss });
+          rows.push({ scenario: `hot ${label}`, metric: 'p50 / p99 (ms)', peer: `${p.value.p50} / ${p.value.p99}`, stevedore: `${s.value.p50} / ${s.value.p99}`, rss });
         }
 
         // 2. Fan-in: N concurrent cold pulls of the big layer, fresh caches each time.
@@ -143,11 +146,12 @@ async function main(): Promise<void> {
           await skopeoPull(host(servers.peer.url), 'library/multi:latest').catch(() => undefined);
           const p = await peakRss(pids(), () => delta(hub!, () => parallelGets(`${servers.peer.url}${blobPath}`, n, BIG)));
           const s = await peakRss(pids(), () => delta(hub!, () => parallelGets(`${servers.stevedore.url}${blobPath}`, n, BIG)));
-          rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'wall time (s)', peer: secs(p.value.ms), stevedore: secs(s.value.ms), ratio: better(p.value.ms, s.value.ms) });
-          rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'upstream GETs of the layer', peer: p.value.counts.blobGet, stevedore: s.value.counts.blobGet, ratio: better(p.value.counts.blobGet, s.value.counts.blobGet) });
-          rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'upstream MiB', peer: mib(p.value.counts.bytesServed), stevedore: mib(s.value.counts.bytesServed), ratio: better(p.value.counts.bytesServed, s.value.counts.bytesServed) });
+          const rss = { peer: p.peaks.peer!, stevedore: s.peaks.stevedore! };
+          rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'wall time (s)', peer: secs(p.value.ms), stevedore: secs(s.value.ms), ratio: better(p.value.ms, s.value.ms), rss });
+          rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'upstream GETs of the layer', peer: p.value.counts.blobGet, stevedore: s.value.counts.blobGet, ratio: better(p.value.counts.blobGet, s.value.counts.blobGet), rss });
+          rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'upstream MiB', peer: mib(p.value.counts.bytesServed), stevedore: mib(s.value.counts.bytesServed), ratio: better(p.value.counts.bytesServed, s.value.counts.bytesServed), rss });
           if (n === 32) fanInFsPeak = s.peaks.stevedore!;
-          rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'peak RSS (MiB)', peer: p.peaks.peer!, stevedore: s.peaks.stevedore!, ratio: better(p.peaks.peer!, s.peaks.stevedore!) });
+          rows.push({ scenario: `fan-in, ${n} cold pulls of ${mib(BIG)} MiB`, metric: 'peak RSS (MiB)', peer: p.peaks.peer!, stevedore: s.peaks.stevedore!, ratio: better(p.peaks.peer!, s.peaks.stevedore!), rss });
         }
 
         // 3. Warm blob throughput against the ceiling of nginx serving the file.
@@ -164,21 +168,25 @@ async function main(): Promise<void> {
         for (const n of [1, 8]) {
           log(`warm throughput, ${n} stream(s)`);
           const best = { peer: Infinity, stevedore: Infinity, nginx: Infinity, offload: Infinity };
-          const peaks = { peer: 0, stevedore: 0 };
+          const peaks = { peer: 0, stevedore: 0, offload: 0 };
           for (let round = 0; round < 3; round++) {
             const p = await peakRss(pids(), () => parallelGets(`${servers.peer.url}${blobPath}`, n, BIG));
             const s = await peakRss(pids(), () => parallelGets(`${servers.stevedore.url}${blobPath}`, n, BIG));
             best.peer = Math.min(best.peer, p.value);
             best.stevedore = Math.min(best.stevedore, s.value);
             best.nginx = Math.min(best.nginx, await parallelGets(`${nginx.url}/big.bin`, n, BIG));
-            best.offload = Math.min(best.offload, await parallelGets(`${front.url}${blobPath}`, n, BIG));
+            const o = await peakRss({ offload: offloading.pid }, () => parallelGets(`${front!.url}${blobPath}`, n, BIG));
+            best.offload = Math.min(best.offload, o.value);
             peaks.peer = Math.max(peaks.peer, p.peaks.peer!);
             peaks.stevedore = Math.max(peaks.stevedore, s.peaks.stevedore!);
+            peaks.offload = Math.max(peaks.offload, o.peaks.offload!);
           }
           const scenario = `warm blob, ${n} stream${n > 1 ? 's' : ''} (best of 3)`;
-          rows.push({ scenario, metric: 'GiB/s', peer: gibps(BIG * n, best.peer), stevedore: gibps(BIG * n, best.stevedore), ratio: better(best.peer, best.stevedore), reference: `nginx ${gibps(BIG * n, best.nginx)} GiB/s` });
-          rows.push({ scenario, metric: 'GiB/s, Stevedore behind nginx (offload)', peer: gibps(BIG * n, best.peer), stevedore: gibps(BIG * n, best.offload), ratio: better(best.peer, best.offload), reference: `nginx ${gibps(BIG * n, best.nginx)} GiB/s` });
-          rows.push({ scenario, metric: 'peak RSS (MiB)', peer: peaks.peer, stevedore: peaks.stevedore, ratio: better(peaks.peer, peaks.stevedore) });
+          const rss = { peer: peaks.peer, stevedore: peaks.stevedore };
+          rows.push({ scenario, metric: 'GiB/s', peer: gibps(BIG * n, best.peer), stevedore: gibps(BIG * n, best.stevedore), ratio: better(best.peer, best.stevedore), reference: `nginx ${gibps(BIG * n, best.nginx)} GiB/s`, rss });
+          // The offloading Stevedore's own RSS (nginx sends the bytes).
+          rows.push({ scenario, metric: 'GiB/s, Stevedore behind nginx (offload)', peer: gibps(BIG * n, best.peer), stevedore: gibps(BIG * n, best.offload), ratio: better(best.peer, best.offload), reference: `nginx ${gibps(BIG * n, best.nginx)} GiB/s`, rss: { peer: peaks.peer, stevedore: peaks.offload } });
+          rows.push({ scenario, metric: 'peak RSS (MiB)', peer: peaks.peer, stevedore: peaks.stevedore, ratio: better(peaks.peer, peaks.stevedore), rss });
         }
 
         // 6. The cache in an S3 bucket (Ceph RGW), beside distribution on its own S3 driver.
@@ -206,9 +214,9 @@ async function main(): Promise<void> {
   }
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / GiB)} GiB RAM, Node ${process.version}`;
   const table = [
-    '| scenario | metric | distribution proxy | Stevedore | Stevedore advantage | reference |',
-    '|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.scenario} | ${r.metric} | ${r.peer} | ${r.stevedore} | ${r.ratio ?? ''} | ${r.reference ?? ''} |`),
+    '| scenario | metric | distribution proxy | Stevedore | Stevedore advantage | RSS peer / Stevedore (MiB) | reference |',
+    '|---|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.scenario} | ${r.metric} | ${r.peer} | ${r.stevedore} | ${r.ratio ?? ''} | ${rssCell(r.rss)} | ${r.reference ?? ''} |`),
   ].join('\n');
   process.stdout.write(`\n${machine}; big layer ${mib(BIG)} MiB; run took ${Math.round((Date.now() - started) / 1000)} s\n\n${table}\n${tables.join('\n')}\n`);
   mkdirSync('bench-results', { recursive: true });

@@ -112,47 +112,57 @@ export async function s3Rows(setup: Setup): Promise<Row[]> {
     const countedPeer = await peerOn(peerProxy.url);
     for (const url of [counted.url, countedPeer.url]) await skopeoPull(host(url), 'small/img0:v1');
 
+    // Peak RSS of both servers while each pulls (sampled from /proc; nothing else changes).
+    const rssOf = async <T>(work: () => Promise<T>): Promise<{ value: T; peaks: Record<string, number> }> => peakRss({ peer: countedPeer.pid, stevedore: counted.pid }, work);
+
     log('S3: cold pull of the 60 MiB image, S3 requests counted');
     const blobs = 6; // config and five layers
     usProxy.reset();
-    const coldUs = await delta(hub, () => skopeoPull(host(counted.url), 'library/app60:v1'));
+    const coldUsRun = await rssOf(() => delta(hub, () => skopeoPull(host(counted.url), 'library/app60:v1')));
+    const coldUs = coldUsRun.value;
     const usCold = usProxy.counts();
     peerProxy.reset();
-    const coldPeer = await delta(hub, () => skopeoPull(host(countedPeer.url), 'library/app60:v1'));
+    const coldPeerRun = await rssOf(() => delta(hub, () => skopeoPull(host(countedPeer.url), 'library/app60:v1')));
+    const coldPeer = coldPeerRun.value;
     const peerCold = peerProxy.counts();
+    const coldRss = { peer: coldPeerRun.peaks.peer!, stevedore: coldUsRun.peaks.stevedore! };
     const perBlob = (c: S3Counts): string => (c.total / blobs).toFixed(1);
-    rows.push({ scenario: 'S3, cold pull of the 60 MiB image', metric: 'S3 requests per blob', peer: perBlob(peerCold), stevedore: perBlob(usCold), ratio: better(peerCold.total, usCold.total), reference: `Stevedore ${JSON.stringify(usCold)}; peer ${JSON.stringify(peerCold)}` });
-    rows.push({ scenario: 'S3, cold pull of the 60 MiB image', metric: 'upstream blob GETs', peer: coldPeer.counts.blobGet, stevedore: coldUs.counts.blobGet, ratio: better(coldPeer.counts.blobGet, coldUs.counts.blobGet) });
+    rows.push({ scenario: 'S3, cold pull of the 60 MiB image', metric: 'S3 requests per blob', peer: perBlob(peerCold), stevedore: perBlob(usCold), ratio: better(peerCold.total, usCold.total), reference: `Stevedore ${JSON.stringify(usCold)}; peer ${JSON.stringify(peerCold)}`, rss: coldRss });
+    rows.push({ scenario: 'S3, cold pull of the 60 MiB image', metric: 'upstream blob GETs', peer: coldPeer.counts.blobGet, stevedore: coldUs.counts.blobGet, ratio: better(coldPeer.counts.blobGet, coldUs.counts.blobGet), rss: coldRss });
 
     log('S3: warm blob GETs, S3 requests counted');
     const layerPath = '/v2/library/big/blobs/';
     usProxy.reset();
-    await skopeoPull(host(counted.url), 'library/app60:v1');
+    const warmUsRun = await rssOf(() => skopeoPull(host(counted.url), 'library/app60:v1'));
     const usWarm = usProxy.counts();
     peerProxy.reset();
-    await skopeoPull(host(countedPeer.url), 'library/app60:v1');
+    const warmPeerRun = await rssOf(() => skopeoPull(host(countedPeer.url), 'library/app60:v1'));
     const peerWarm = peerProxy.counts();
-    rows.push({ scenario: 'S3, warm pull of the 60 MiB image', metric: 'S3 requests per blob', peer: perBlob(peerWarm), stevedore: perBlob(usWarm), ratio: better(peerWarm.total, usWarm.total), reference: `Stevedore ${JSON.stringify(usWarm)}; peer ${JSON.stringify(peerWarm)}` });
+    rows.push({ scenario: 'S3, warm pull of the 60 MiB image', metric: 'S3 requests per blob', peer: perBlob(peerWarm), stevedore: perBlob(usWarm), ratio: better(peerWarm.total, usWarm.total), reference: `Stevedore ${JSON.stringify(usWarm)}; peer ${JSON.stringify(peerWarm)}`, rss: { peer: warmPeerRun.peaks.peer!, stevedore: warmUsRun.peaks.stevedore! } });
 
     log('S3: cold pull time against the filesystem store, and 32 cold pulls of the big layer (memory)');
     // On the gateway directly, with a bucket of its own: nothing counted, nothing cached yet.
     await rgw.createBucket('bench-fresh');
     const fresh = await stevedoreOn(rgw.endpoint, 'bench-fresh');
     await skopeoPull(host(fresh.url), 'small/img0:v1');
-    const coldS3 = await delta(hub, () => skopeoPull(host(fresh.url), 'library/app60:v1'));
-    rows.push({ scenario: 'S3, cold pull of the 60 MiB image', metric: 'wall time (s), S3 against the filesystem store', peer: '–', stevedore: secs(coldS3.ms), reference: `filesystem store ${secs(setup.coldFsMs)} s; ${(coldS3.ms / setup.coldFsMs).toFixed(2)}×` });
+    const coldS3Run = await peakRss({ stevedore: fresh.pid }, () => delta(hub, () => skopeoPull(host(fresh.url), 'library/app60:v1')));
+    const coldS3 = coldS3Run.value;
+    rows.push({ scenario: 'S3, cold pull of the 60 MiB image', metric: 'wall time (s), S3 against the filesystem store', peer: '–', stevedore: secs(coldS3.ms), reference: `filesystem store ${secs(setup.coldFsMs)} s; ${(coldS3.ms / setup.coldFsMs).toFixed(2)}×`, rss: { stevedore: coldS3Run.peaks.stevedore! } });
     const fanIn = await peakRss({ stevedore: fresh.pid }, () => delta(hub, () => parallelGets(`${fresh.url}${layerPath}${setup.bigDigest}`, 32, setup.bigBytes)));
-    rows.push({ scenario: `S3, 32 cold pulls of ${mib(setup.bigBytes)} MiB`, metric: 'peak RSS (MiB) / upstream GETs', peer: '–', stevedore: `${fanIn.peaks.stevedore} / ${fanIn.value.counts.blobGet}`, reference: `wall ${secs(fanIn.value.ms)} s; filesystem store ${setup.fanInFsPeak} MiB; bound 200 MiB` });
+    rows.push({ scenario: `S3, 32 cold pulls of ${mib(setup.bigBytes)} MiB`, metric: 'peak RSS (MiB) / upstream GETs', peer: '–', stevedore: `${fanIn.peaks.stevedore} / ${fanIn.value.counts.blobGet}`, reference: `wall ${secs(fanIn.value.ms)} s; filesystem store ${setup.fanInFsPeak} MiB; bound 200 MiB`, rss: { stevedore: fanIn.peaks.stevedore! } });
 
     log('S3: warm blob throughput against a plain GET of the object from the gateway');
     await parallelGets(`${fresh.url}${layerPath}${setup.bigDigest}`, 1, setup.bigBytes); // verified once: later reads trust it
     const presigned = await getSignedUrl(rgw.client, new GetObjectCommand({ Bucket: 'bench-fresh', Key: `blobs/sha256/${setup.bigDigest.slice(7, 9)}/${setup.bigDigest.slice(7)}` }), { expiresIn: 3600 });
     const best = { us: Infinity, gateway: Infinity };
+    let warmPeak = 0;
     for (let round = 0; round < 3; round++) {
-      best.us = Math.min(best.us, await parallelGets(`${fresh.url}${layerPath}${setup.bigDigest}`, 1, setup.bigBytes));
+      const us = await peakRss({ stevedore: fresh.pid }, () => parallelGets(`${fresh.url}${layerPath}${setup.bigDigest}`, 1, setup.bigBytes));
+      best.us = Math.min(best.us, us.value);
+      warmPeak = Math.max(warmPeak, us.peaks.stevedore!);
       best.gateway = Math.min(best.gateway, await parallelGets(presigned, 1, setup.bigBytes));
     }
-    rows.push({ scenario: 'S3, warm blob, 1 stream (best of 3)', metric: 'GiB/s', peer: '–', stevedore: gibps(setup.bigBytes, best.us), reference: `plain GET from the gateway ${gibps(setup.bigBytes, best.gateway)} GiB/s; ${(best.gateway / best.us).toFixed(2)}× of it` });
+    rows.push({ scenario: 'S3, warm blob, 1 stream (best of 3)', metric: 'GiB/s', peer: '–', stevedore: gibps(setup.bigBytes, best.us), reference: `plain GET from the gateway ${gibps(setup.bigBytes, best.gateway)} GiB/s; ${(best.gateway / best.us).toFixed(2)}× of it`, rss: { stevedore: warmPeak } });
   } finally {
     for (const s of started.reverse()) await s.stop();
     for (const proxy of proxies) await proxy.stop();

@@ -18,7 +18,17 @@ export interface Row {
   /** How many times better Stevedore is (higher is better), when comparable. */
   ratio?: string;
   reference?: string;
+  /** Peak resident memory (MiB) of each server while the row's figures were measured; a cluster's largest replica. */
+  rss?: Rss;
 }
+
+export interface Rss {
+  peer?: number;
+  stevedore: number;
+}
+
+/** The RSS column: peer / Stevedore in MiB, – where the peer was not measured. */
+export const rssCell = (rss: Rss | undefined): string => (rss ? `${rss.peer ?? '–'} / ${rss.stevedore}` : '');
 
 export interface Target {
   name: 'peer' | 'stevedore';

@@ -88,6 +88,9 @@ export interface FillOptions {
   openStored: (range: ByteRange) => Promise<Readable>;
 }
 
+// The memory below is a fill's own, held while it runs: it scales with the fills
+// running (upstreams[].maxConcurrentFetches), not with a cache, so it is not
+// part of cache.memoryBudget (src/cache/memory-budget.ts).
 /** Bytes kept in memory once the store gave up, for readers to catch up on. */
 const SPILL_LIMIT = 32 * 1024 * 1024;
 /** The newest bytes kept in memory, so readers at the head need no store read. */

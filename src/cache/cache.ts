@@ -10,6 +10,7 @@ import type { BlobRecord, CacheIndex, TagRecord } from './cache-index.js';
 import type { CacheDatabase } from './database.js';
 import { HotRows, tagKey } from './hot-rows.js';
 import { Leases } from './leases.js';
+import { DEFAULT_MEMORY_BUDGET_BYTES, splitMemoryBudget, type CacheMemory } from './memory-budget.js';
 import { reconcile, type RecoveryReport } from './recovery.js';
 import { fencedWrite, RelayWrite, spooledWrite, type RelayEnding } from './relay-write.js';
 import { SMALL_BLOB, VerifiedContent } from './verified-content.js';
@@ -18,13 +19,19 @@ import { CorruptBlobError, VerifyingStream } from './verifying-stream.js';
 export { CorruptBlobError, tagKey };
 export type { RelayEnding };
 
-/** The largest manifest read back from the store: cache.maxManifestSize is smaller. */
+/**
+ * The largest manifest read back from the store: cache.maxManifestSize is
+ * smaller. A bound on one read, not memory kept (the read is the object's
+ * size), so it is not part of cache.memoryBudget.
+ */
 const MAX_SMALL_READ = 64 * 1024 * 1024;
 
 export interface CacheOptions {
   database: CacheDatabase;
   store: BlobStore;
   accessFlushIntervalMs: number;
+  /** cache.memoryBudget: what the small-content and index-row caches may hold together (split in memory-budget.ts). */
+  memoryBudgetBytes?: number;
   /**
    * The serving process owns the cache: it cleans up after a crash and
    * reconciles the index with the store. Command-line tools beside a running
@@ -102,7 +109,7 @@ export class Cache {
   /** Told when a fill's local spool failed: the fill goes on into the store without it. */
   onSpoolLost: ((digest: string, err: Error) => void) | undefined;
   private readonly hot: HotRows;
-  private readonly content = new VerifiedContent();
+  private readonly content: VerifiedContent;
   private readonly leases = new Leases();
   private readonly usage: Usage;
 
@@ -112,8 +119,10 @@ export class Cache {
     accessFlushIntervalMs: number,
     readonly recovery: RecoveryReport | undefined,
     private readonly spool: BlobStore | undefined,
+    memory: CacheMemory,
   ) {
-    this.hot = new HotRows(index);
+    this.hot = new HotRows(index, memory);
+    this.content = new VerifiedContent(memory.smallContentBytes);
     this.access = new AccessRecorder(index, accessFlushIntervalMs);
     const totals = index.totals();
     this.usage = new Usage(totals.bytes, totals.blobs);
@@ -128,7 +137,13 @@ export class Cache {
       options.database.jobs.abandonRunning();
       if (options.spool) recovery.sweptSpoolFiles = await options.spool.sweepIncomplete();
     }
-    return new Cache(index, options.store, options.accessFlushIntervalMs, recovery, options.spool);
+    const memory = splitMemoryBudget(options.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES);
+    return new Cache(index, options.store, options.accessFlushIntervalMs, recovery, options.spool, memory);
+  }
+
+  /** What the memory-budgeted caches hold now: bytes of small content, rows of each kind. */
+  get memoryHeld(): CacheMemory {
+    return { smallContentBytes: this.content.heldBytes, ...this.hot.held };
   }
 
   get bytes(): number {

@@ -1,5 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { BlobRecord, CacheIndex, TagRecord } from './cache-index.js';
+import type { CacheMemory } from './memory-budget.js';
 
 /** A base layer can be shared by thousands of repositories: remember a bounded few per digest. */
 const MAX_REMEMBERED_OWNERS = 256;
@@ -13,21 +14,34 @@ export const tagKey = (upstream: string, repo: string, reference: string, accept
  * go through here; every write of a row drops or replaces its copy.
  */
 export class HotRows {
-  private readonly records = new LRUCache<string, BlobRecord>({ max: 100_000 });
-  private readonly tags = new LRUCache<string, TagRecord>({
-    max: 100_000,
-    dispose: (record, key) => {
-      const keys = this.tagKeysByDigest.get(record.digest);
-      keys?.delete(key);
-      if (keys?.size === 0) this.tagKeysByDigest.delete(record.digest);
-    },
-  });
+  private readonly records: LRUCache<string, BlobRecord>;
+  private readonly tags: LRUCache<string, TagRecord>;
   /** Which remembered tags point at a manifest, so removing it forgets just those. */
   private readonly tagKeysByDigest = new Map<string, Set<string>>();
   /** Repositories each digest is known to belong to (positive answers only; SQLite has the rest). */
-  private readonly links = new LRUCache<string, Set<string>>({ max: 50_000 });
+  private readonly links: LRUCache<string, Set<string>>;
 
-  constructor(private readonly index: CacheIndex) {}
+  /** At most `limits` rows of each kind (cache.memoryBudget's shares). */
+  constructor(
+    private readonly index: CacheIndex,
+    limits: Pick<CacheMemory, 'blobRecords' | 'tags' | 'linkSets'>,
+  ) {
+    this.records = new LRUCache({ max: limits.blobRecords });
+    this.links = new LRUCache({ max: limits.linkSets });
+    this.tags = new LRUCache({
+      max: limits.tags,
+      dispose: (record, key) => {
+        const keys = this.tagKeysByDigest.get(record.digest);
+        keys?.delete(key);
+        if (keys?.size === 0) this.tagKeysByDigest.delete(record.digest);
+      },
+    });
+  }
+
+  /** Rows of each kind held now. */
+  get held(): { blobRecords: number; tags: number; linkSets: number } {
+    return { blobRecords: this.records.size, tags: this.tags.size, linkSets: this.links.size };
+  }
 
   blob(digest: string): BlobRecord | undefined {
     const remembered = this.records.get(digest);

@@ -1,6 +1,10 @@
 /** Bytes per block read back from a fill's store copy. */
 const BLOCK = 1024 * 1024;
-/** Blocks kept for readers at nearby positions. */
+/**
+ * Blocks kept for readers at nearby positions. Per fill and only while it
+ * runs (so not in cache.memoryBudget): 8 MiB at most, beside the fill's
+ * recent bytes.
+ */
 const KEPT = 8;
 
 /**

@@ -11,7 +11,17 @@ export const SMALL_BLOB = 256 * 1024;
  */
 export class VerifiedContent {
   private readonly verified = new Set<string>();
-  private readonly small = new LRUCache<string, Buffer>({ maxSize: 64 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
+  private readonly small: LRUCache<string, Buffer>;
+
+  /** Keeps at most `maxBytes` of small content (cache.memoryBudget's share); a larger object is not kept. */
+  constructor(maxBytes: number) {
+    this.small = new LRUCache({ maxSize: maxBytes, sizeCalculation: (b) => Math.max(1, b.length) });
+  }
+
+  /** Bytes of small content held now. */
+  get heldBytes(): number {
+    return this.small.calculatedSize;
+  }
 
   has(digest: string): boolean {
     return this.verified.has(digest);

@@ -118,6 +118,8 @@ const baseSchema = z.strictObject({
       groupReadable: z.boolean().default(false),
       revalidateTimeout: duration('3s'),
       maxManifestSize: size('4MiB'),
+      /** What the in-memory caches (small verified content, hot index rows) may hold together. */
+      memoryBudget: size('16MiB').refine((n) => n >= 8 * 1024 * 1024, { message: 'at least 8MiB: below it the caches spare SQLite and the store too little' }),
       accessFlushInterval: duration('5s'),
       notFoundTtl: duration('30s'),
       maxSize: size('0'),

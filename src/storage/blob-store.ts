@@ -48,6 +48,8 @@ export interface BlobStore {
   localFile?(digest: Digest, expectedSize: number): Promise<string | undefined>;
   /** A URL clients may GET the object from directly for a while (a presigned URL). */
   presignedUrl?(digest: Digest): Promise<string>;
+  /** A remote store: whether it answers now (readiness). */
+  check?(): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -1,6 +1,6 @@
 import type { BlobStore } from './blob-store.js';
 import { FsStore, type CacheModes } from './fs-store.js';
-import { S3Store, type S3StoreOptions } from './s3-store.js';
+import type { S3StoreOptions } from './s3-store.js';
 
 export type StoreOptions = { driver: 'filesystem'; dir: string; modes: CacheModes } | ({ driver: 's3' } & S3StoreOptions);
 
@@ -11,6 +11,8 @@ export async function openStore(options: StoreOptions): Promise<BlobStore> {
     await store.init();
     return store;
   }
+  // Loaded only for a bucket: the AWS SDK is tens of MiB of a process that never uses it otherwise.
+  const { S3Store } = await import('./s3-store.js');
   const store = new S3Store(options);
   try {
     await store.check();

@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DEFAULT_MEMORY_BUDGET_BYTES } from '../../src/cache/memory-budget.js';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
@@ -20,6 +21,9 @@ test('the shipped mirror.yml equals the built-in defaults', (t) => {
   assert.equal(fromFile.listen, '0.0.0.0:5000');
   assert.equal(fromFile.cache.tagTtl, 600_000);
   assert.equal(fromFile.cache.maxManifestSize, 4 * 1024 * 1024);
+  // The default the cache falls back to when opened without a config is the config's.
+  assert.equal(fromFile.cache.memoryBudget, 16 * 1024 * 1024);
+  assert.equal(builtIn.cache.memoryBudget, DEFAULT_MEMORY_BUDGET_BYTES);
   assert.equal(fromFile.upstreams[0]?.endpoints[0]?.url, 'https://registry-1.docker.io');
   assert.equal(fromFile.cache.dir, join(repoRoot, 'data'));
   const { source: _a, cache: c1, ...restFile } = fromFile;
@@ -36,12 +40,14 @@ test('environment overrides follow STEVEDORE_<KEY_PATH>, with _FILE secrets', (t
     env: {
       STEVEDORE_LISTEN: '127.0.0.1:6000',
       STEVEDORE_CACHE_TAGTTL: '5m',
+      STEVEDORE_CACHE_MEMORYBUDGET: '48MiB',
       STEVEDORE_UPSTREAMS_0_ENDPOINTS_0_USERNAME: 'bob',
       STEVEDORE_UPSTREAMS_0_ENDPOINTS_0_PASSWORD_FILE: join(dir, 'secret'),
     },
   });
   assert.equal(config.listen, '127.0.0.1:6000');
   assert.equal(config.cache.tagTtl, 300_000);
+  assert.equal(config.cache.memoryBudget, 48 * 1024 * 1024);
   assert.equal(config.upstreams[0]?.registry, 'docker.io');
   assert.equal(config.upstreams[0]?.endpoints[0]?.username, 'bob');
   assert.equal(config.upstreams[0]?.endpoints[0]?.password, 'hunter2');
@@ -73,6 +79,8 @@ test('validation errors name the bad key', (t) => {
   const cases: [string, RegExp][] = [
     ['cache:\n  tagTtl: soon\n', /"cache\.tagTtl".*duration/],
     ['cache:\n  tagTTL: 5m\n', /unknown config key "cache\.tagTTL"/],
+    ['cache:\n  memoryBudget: 4MiB\n', /"cache\.memoryBudget": at least 8MiB/],
+    ['cache:\n  memoryBudget: plenty\n', /"cache\.memoryBudget".*a size such as/],
     ['listen: nowhere\n', /"listen"/],
     ['upstreams:\n  - registry: docker.io\n    endpoints:\n      - url: ftp://x\n', /"upstreams\.0\.endpoints\.0\.url"/],
     ['upstreams: []\n', /"upstreams"/],
