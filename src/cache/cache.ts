@@ -122,7 +122,7 @@ export class Cache {
     memory: CacheMemory,
   ) {
     this.hot = new HotRows(index, memory);
-    this.content = new VerifiedContent(memory.smallContentBytes);
+    this.content = new VerifiedContent(memory.smallContentBytes, memory.verifiedDigests);
     this.access = new AccessRecorder(index, accessFlushIntervalMs);
     const totals = index.totals();
     this.usage = new Usage(totals.bytes, totals.blobs);
@@ -143,7 +143,7 @@ export class Cache {
 
   /** What the memory-budgeted caches hold now: bytes of small content, rows of each kind. */
   get memoryHeld(): CacheMemory {
-    return { smallContentBytes: this.content.heldBytes, ...this.hot.held };
+    return { smallContentBytes: this.content.heldBytes, ...this.hot.held, verifiedDigests: this.content.verifiedCount };
   }
 
   get bytes(): number {

@@ -10,25 +10,33 @@ export const SMALL_BLOB = 256 * 1024;
  * config costs no store read and no hash.
  */
 export class VerifiedContent {
-  private readonly verified = new Set<string>();
+  /** Bounded: a mirror holding a million blobs must not hold a million digests here. */
+  private readonly verified: LRUCache<string, true>;
   private readonly small: LRUCache<string, Buffer>;
 
   /** Keeps at most `maxBytes` of small content (cache.memoryBudget's share); a larger object is not kept. */
-  constructor(maxBytes: number) {
+  constructor(maxBytes: number, maxVerified: number) {
     this.small = new LRUCache({ maxSize: maxBytes, sizeCalculation: (b) => Math.max(1, b.length) });
+    this.verified = new LRUCache({ max: maxVerified });
   }
 
   /** Bytes of small content held now. */
+  /** Digests known verified now. */
+  get verifiedCount(): number {
+    return this.verified.size;
+  }
+
   get heldBytes(): number {
     return this.small.calculatedSize;
   }
 
   has(digest: string): boolean {
-    return this.verified.has(digest);
+    // A read keeps the digest among the recently used ones.
+    return this.verified.get(digest) === true;
   }
 
   mark(digest: string): void {
-    this.verified.add(digest);
+    this.verified.set(digest, true);
   }
 
   /** Small verified bytes in memory, if any. */
@@ -37,7 +45,7 @@ export class VerifiedContent {
   }
 
   keep(digest: string, bytes: Buffer): void {
-    this.verified.add(digest);
+    this.verified.set(digest, true);
     this.small.set(digest, bytes);
   }
 

@@ -5,9 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Cache } from '../../src/cache/cache.js';
 import { CacheDatabase } from '../../src/cache/database.js';
-import { BYTES_PER_BLOB_RECORD, BYTES_PER_LINK_SET, BYTES_PER_TAG, DEFAULT_MEMORY_BUDGET_BYTES, splitMemoryBudget } from '../../src/cache/memory-budget.js';
+import { BYTES_PER_BLOB_RECORD, BYTES_PER_LINK_SET, BYTES_PER_TAG, BYTES_PER_VERIFIED_DIGEST, DEFAULT_MEMORY_BUDGET_BYTES, splitMemoryBudget } from '../../src/cache/memory-budget.js';
 import { digestOf, parseDigest } from '../../src/oci/digest.js';
 import { cacheModes, FsStore } from '../../src/storage/fs-store.js';
+import { VerifiedContent } from '../../src/cache/verified-content.js';
 
 const MiB = 1024 * 1024;
 const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -43,21 +44,21 @@ async function storeManifests(cache: Cache, count: number, bytes: number): Promi
 test('the budget is split once, and the shares at their measured sizes add up to it', () => {
   for (const budget of [8 * MiB, DEFAULT_MEMORY_BUDGET_BYTES, 256 * MiB]) {
     const split = splitMemoryBudget(budget);
-    const estimated = split.smallContentBytes + split.blobRecords * BYTES_PER_BLOB_RECORD + split.tags * BYTES_PER_TAG + split.linkSets * BYTES_PER_LINK_SET;
+    const estimated = split.smallContentBytes + split.blobRecords * BYTES_PER_BLOB_RECORD + split.tags * BYTES_PER_TAG + split.linkSets * BYTES_PER_LINK_SET + split.verifiedDigests * BYTES_PER_VERIFIED_DIGEST;
     assert.ok(estimated <= budget && estimated > budget * 0.99, `${estimated} of ${budget}`);
-    assert.equal(split.smallContentBytes, budget / 2);
+    assert.equal(split.smallContentBytes, (budget * 7) / 16);
   }
 });
 
 test('a cache opened with a small budget keeps at most its share of small content, and serves the rest from the store', async (t) => {
   const { cache } = await openCache(t, 8 * MiB);
-  const digests = await storeManifests(cache, 32, 256 * 1024); // 8 MiB of manifests against a 4 MiB share
+  const digests = await storeManifests(cache, 32, 256 * 1024); // 8 MiB of manifests against a 3.5 MiB share
   const held = cache.memoryHeld.smallContentBytes;
-  assert.ok(held <= 4 * MiB && held >= 3 * MiB, `held ${held} bytes`);
+  assert.ok(held <= 3.5 * MiB && held >= 2.5 * MiB, `held ${held} bytes`);
   // The oldest left memory but not the cache: it is read back and verified.
   const first = await cache.readManifest(parseDigest(digests[0]!));
   assert.equal(first.length, 256 * 1024);
-  assert.ok(cache.memoryHeld.smallContentBytes <= 4 * MiB);
+  assert.ok(cache.memoryHeld.smallContentBytes <= 3.5 * MiB);
 });
 
 test('without a budget the default applies: the small-content share is 8 MiB, not 64', async (t) => {
@@ -76,9 +77,18 @@ test('a cache opened with a small budget keeps at most its share of blob records
     cache.putTag({ upstream: 'docker.io', repo: 'library/x', tag: `t${i}`, acceptKey: MANIFEST, digest: hexDigest(i), mediaType: MANIFEST, fetchedAt: 1000 });
   }
   for (let i = 0; i < limits.linkSets + 100; i++) cache.linkRepo('docker.io', 'library/x', hexDigest(i), { share: false });
-  assert.deepEqual(cache.memoryHeld, { smallContentBytes: 0, blobRecords: limits.blobRecords, tags: limits.tags, linkSets: limits.linkSets });
+  assert.deepEqual(cache.memoryHeld, { smallContentBytes: 0, blobRecords: limits.blobRecords, tags: limits.tags, linkSets: limits.linkSets, verifiedDigests: 0 });
   // What fell out of memory is still in the index.
   assert.equal(cache.lookupBlob(parseDigest(hexDigest(0)))?.size, 10);
   assert.equal(cache.getTag('docker.io', 'library/x', 't0', MANIFEST)?.digest, hexDigest(0));
   assert.equal(cache.belongsTo('docker.io', 'library/x', hexDigest(0)), true);
+});
+
+test('the digests known verified are bounded by the budget, not by the number of cached blobs', () => {
+  const limits = splitMemoryBudget(8 * MiB);
+  const content = new VerifiedContent(limits.smallContentBytes, limits.verifiedDigests);
+  for (let i = 0; i < limits.verifiedDigests * 3; i++) content.mark(hexDigest(i));
+  assert.equal(content.verifiedCount, limits.verifiedDigests);
+  assert.ok(content.has(hexDigest(limits.verifiedDigests * 3 - 1)), 'the newest are kept');
+  assert.ok(!content.has(hexDigest(0)), 'the oldest go: their next full read re-hashes them');
 });
