@@ -265,13 +265,18 @@ export async function openCache(config: Config, options: { owner: boolean }): Pr
 export async function buildCore(config: Config, log: Logger, options: { owner: boolean; background: boolean; clock?: Clock }): Promise<Core> {
   const { database, store, cache } = await openCache(config, { owner: options.owner });
   if (cache.recovery) log.info({ ...cache.recovery }, 'cache recovered');
+  // In the background: the mirror serves meanwhile, and a miss looks in the store before going upstream.
+  cache.reconciled?.then(
+    (report) => log.info({ ...report }, 'cache reconciled'),
+    (err: unknown) => log.error({ err }, 'could not reconcile the index with the store; misses keep looking in the store first'),
+  );
   cache.onSpoolLost = (digest, err) => log.warn({ digest, err: err.message }, 'local spool of a fill failed; the fill goes on into the bucket alone');
   const instanceId = instanceIdFor(config);
   let notifier: Notifier;
   try {
     notifier = openNotifier(config, instanceId, log, { fileMode: options.owner ? cacheModes(config.cache.groupReadable).file : undefined, deliver: false });
   } catch (err) {
-    cache.close();
+    await cache.close();
     database.close();
     await store.close();
     throw err;
@@ -376,7 +381,7 @@ export async function buildCore(config: Config, log: Logger, options: { owner: b
       await Promise.all(upstreams.flatMap((u) => u.registry.endpoints.map((e) => e.close())));
       // Last, so that what the fills, sweeps and endpoints reported is in the outbox for the next start.
       await notifier.stop();
-      cache.close();
+      await cache.close();
       database.close();
       await store.close();
     })());

@@ -20,6 +20,7 @@ import { redisUnavailableReason } from '../../test/support/redis.js';
 import { balancerUnavailableReason } from '../../test/support/nginx-balancer.js';
 import { better, cleanupScratch, delta, gibps, hotLoad, mib, parallelGets, rssCell, secs, skopeoPull, type Row } from './scenarios.js';
 import { coldPullRows } from './cold-pulls.js';
+import { restartRows, restartSizes, restartTable } from './restart.js';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -90,6 +91,8 @@ async function main(): Promise<void> {
     if (process.env.BENCH_ONLY === 'cluster') {
       if (await clusterUnavailable()) log(`cluster rows NOT RUN: ${await clusterUnavailable()}`);
       else rows.push(...(await clusterRows({ hub, user: USER, password: PASSWORD, bigDigest, bigBytes: BIG, log })));
+    } else if (process.env.BENCH_ONLY === 'restart') {
+      tables.push(restartTable(await restartRows(restartSizes(), log)));
     } else if (process.env.BENCH_ONLY === 's3') {
       const unavailable = await rgwUnavailableReason();
       if (unavailable) log(`S3 rows NOT RUN: ${unavailable}`);
@@ -199,6 +202,9 @@ async function main(): Promise<void> {
         // 7. Three replicas on one bucket and one Redis, beside three distribution proxies on one bucket.
         if (await clusterUnavailable()) log(`cluster rows NOT RUN: ${await clusterUnavailable()}`);
         else rows.push(...(await clusterRows({ hub, user: USER, password: PASSWORD, bigDigest, bigBytes: BIG, log })));
+
+        // 8. Restart as the cache grows: time to serve and RSS at 10k, 100k and 1M index entries.
+        tables.push(restartTable(await restartRows(restartSizes(), log)));
       }
     }
   } finally {

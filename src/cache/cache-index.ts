@@ -81,8 +81,9 @@ export class CacheIndex {
            AND NOT EXISTS (SELECT 1 FROM manifest_refs r JOIN blobs m ON m.digest = r.manifest_digest WHERE r.child_digest = b.digest)
            AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.digest = b.digest)`,
       ),
-      all: db.prepare<[], BlobRecord>(
-        `SELECT digest, size, media_type AS mediaType, created_at AS createdAt, last_access AS lastAccess, hits FROM blobs`,
+      pageAfter: db.prepare<[string, number], BlobRecord>(
+        `SELECT digest, size, media_type AS mediaType, created_at AS createdAt, last_access AS lastAccess, hits
+         FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?`,
       ),
       removeRefs: db.prepare('DELETE FROM manifest_refs WHERE manifest_digest = ?'),
       removeRepoLinks: db.prepare('DELETE FROM repo_blobs WHERE digest = ?'),
@@ -104,8 +105,18 @@ export class CacheIndex {
     return this.stmts.unreferenced.all(createdBefore);
   }
 
-  allBlobs(): IterableIterator<BlobRecord> {
-    return this.stmts.all.iterate();
+  /**
+   * Every blob in digest order, a page at a time: memory stays one page
+   * whatever the index holds, and rows may be changed between pages.
+   */
+  *allBlobs(pageSize = 1000): Generator<BlobRecord> {
+    let after = '';
+    for (;;) {
+      const page = this.stmts.pageAfter.all(after, pageSize);
+      yield* page;
+      if (page.length < pageSize) return;
+      after = page[page.length - 1]!.digest;
+    }
   }
 
   isPinned(digest: string): boolean {

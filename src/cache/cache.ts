@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { ByteRange } from '../oci/byte-range.js';
-import { digestOf, type Digest } from '../oci/digest.js';
+import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { manifestMediaType, referencedDigests } from '../oci/manifest.js';
 import { MANIFEST_MEDIA_TYPES } from '../oci/media-types.js';
 import { NotStoredError, ObjectTooLargeError, StoreFullError, StoreUnavailableError, type BlobStore } from '../storage/blob-store.js';
@@ -11,7 +11,7 @@ import type { CacheDatabase } from './database.js';
 import { HotRows, tagKey } from './hot-rows.js';
 import { Leases } from './leases.js';
 import { DEFAULT_MEMORY_BUDGET_BYTES, splitMemoryBudget, type CacheMemory } from './memory-budget.js';
-import { reconcile, type RecoveryReport } from './recovery.js';
+import { reconcile, type ReconcileReport, type ReconcileTarget, type RecoveryReport } from './recovery.js';
 import { fencedWrite, RelayWrite, spooledWrite, type RelayEnding } from './relay-write.js';
 import { SMALL_BLOB, VerifiedContent } from './verified-content.js';
 import { CorruptBlobError, VerifyingStream } from './verifying-stream.js';
@@ -34,8 +34,8 @@ export interface CacheOptions {
   memoryBudgetBytes?: number;
   /**
    * The serving process owns the cache: it cleans up after a crash and
-   * reconciles the index with the store. Command-line tools beside a running
-   * server do not.
+   * reconciles the index with the store (in the background: it serves
+   * meanwhile). Command-line tools beside a running server do not.
    */
   owner: boolean;
   /**
@@ -112,6 +112,11 @@ export class Cache {
   private readonly content: VerifiedContent;
   private readonly leases = new Leases();
   private readonly usage: Usage;
+  private readonly stopReconciling = new AbortController();
+  /** Settles when the background pass over a local store ended; undefined when none runs. */
+  readonly reconciled: Promise<ReconcileReport> | undefined;
+  /** Until the pass is over, an index miss may be an object the store holds unindexed: look there first. */
+  private storeMayHoldUnindexed: boolean;
 
   private constructor(
     readonly index: CacheIndex,
@@ -126,6 +131,13 @@ export class Cache {
     this.access = new AccessRecorder(index, accessFlushIntervalMs);
     const totals = index.totals();
     this.usage = new Usage(totals.bytes, totals.blobs);
+    this.storeMayHoldUnindexed = store.shared;
+    if (recovery && !store.shared) {
+      this.storeMayHoldUnindexed = true;
+      this.reconciled = reconcile(this.reconcileTarget(), this.stopReconciling.signal);
+      // Once over, misses go upstream at once; if it failed, they keep looking in the store first.
+      this.reconciled.then(() => (this.storeMayHoldUnindexed = this.stopReconciling.signal.aborted), () => undefined);
+    }
   }
 
   static async open(options: CacheOptions): Promise<Cache> {
@@ -133,7 +145,7 @@ export class Cache {
     let recovery: RecoveryReport | undefined;
     if (options.owner) {
       const sweptTempFiles = await options.store.sweepIncomplete();
-      recovery = { sweptTempFiles, ...(await reconcile(index, options.store)) };
+      recovery = { sweptTempFiles };
       options.database.jobs.abandonRunning();
       if (options.spool) recovery.sweptSpoolFiles = await options.spool.sweepIncomplete();
     }
@@ -159,12 +171,13 @@ export class Cache {
   }
 
   /**
-   * On an index miss in a store other instances write too: the object may be
-   * there already. Adopts a blob the store holds (its bytes are verified on
-   * first read, like every object's); undefined when it is not there.
+   * On an index miss in a store other instances write too, or in a local one
+   * not reconciled yet since the start: the object may be there already.
+   * Adopts a blob the store holds (its bytes are verified on first read, like
+   * every object's); undefined when it is not there.
    */
   async adoptBlob(digest: Digest): Promise<BlobRecord | undefined> {
-    if (!this.store.shared) return undefined;
+    if (!this.storeMayHoldUnindexed) return undefined;
     const found = await this.store.stat(digest).catch(() => undefined);
     if (!found) return undefined;
     if (!this.index.getBlob(digest.value)) {
@@ -177,7 +190,7 @@ export class Cache {
 
   /** The same for a manifest: read, verified and indexed with the type its document gives. */
   async adoptManifest(digest: Digest, maxBytes: number): Promise<BlobRecord | undefined> {
-    if (!this.store.shared) return undefined;
+    if (!this.storeMayHoldUnindexed) return undefined;
     let bytes: Buffer;
     try {
       bytes = await this.store.read(digest, maxBytes);
@@ -441,8 +454,30 @@ export class Cache {
     this.hot.putTag(record);
   }
 
-  close(): void {
+  /** Stops the background pass (the next start does it again) and flushes access times. */
+  async close(): Promise<void> {
+    this.stopReconciling.abort();
+    await this.reconciled?.catch(() => undefined);
     this.access.close();
+  }
+
+  /** The background pass works through the cache, so rows in memory and the totals follow what it changes. */
+  private reconcileTarget(): ReconcileTarget {
+    return {
+      index: this.index,
+      store: this.store,
+      dropMissing: (record) => {
+        if (this.index.getBlob(record.digest)?.createdAt !== record.createdAt) return;
+        this.forget(parseDigest(record.digest));
+      },
+      adopt: (digest, size, manifest) => {
+        if (this.index.getBlob(digest.value)) return;
+        if (manifest) this.index.putManifest({ digest: digest.value, size, ...manifest, now: Date.now() });
+        else this.index.putBlob({ digest: digest.value, size, now: Date.now() });
+        this.hot.blobChanged(digest.value);
+        this.grew(size);
+      },
+    };
   }
 
   private grew(bytes: number): void {

@@ -146,8 +146,9 @@ async function evictClusterLru(
   let stored = 0;
   for await (const entry of cache.store.list()) {
     if (!entry.digest) continue;
-    sizes.set(entry.digest.value, entry.size);
-    stored += entry.size;
+    const size = entry.size ?? (await cache.store.stat(entry.digest))?.size ?? 0;
+    sizes.set(entry.digest.value, size);
+    stored += size;
   }
   const order = (await lru.order()) ?? [];
   await lru.forget(order.filter((digest) => !sizes.has(digest)));

@@ -1,23 +1,43 @@
 import { createHash } from 'node:crypto';
-import { parseDigest, type Digest } from '../oci/digest.js';
+import { setImmediate as yieldToServing } from 'node:timers/promises';
+import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { manifestMediaType, referencedDigests } from '../oci/manifest.js';
 import { MANIFEST_MEDIA_TYPES } from '../oci/media-types.js';
-import type { BlobStore } from '../storage/blob-store.js';
-import type { CacheIndex } from './cache-index.js';
+import { ObjectTooLargeError, type BlobStore } from '../storage/blob-store.js';
+import type { BlobRecord, CacheIndex } from './cache-index.js';
 
+/** What start-up cleans before serving: only what a crash left, so it does not grow with the cache. */
 export interface RecoveryReport {
   sweptTempFiles: number;
   /** Spool files of fills a crash cut short (a bucket's local copies). */
   sweptSpoolFiles?: number;
+}
+
+/** What the background pass found. */
+export interface ReconcileReport {
   /** Index entries whose object was missing. */
   droppedEntries: number;
   /** Objects with no index entry whose digest checked out. */
   adoptedFiles: number;
   /** Objects with no index entry that failed the check, or stray names. */
   removedFiles: number;
+  durationMs: number;
 }
 
-const BATCH = 64;
+/** How the pass changes the cache: through it, so that its rows in memory and its totals follow. */
+export interface ReconcileTarget {
+  readonly index: CacheIndex;
+  readonly store: BlobStore;
+  /** Drops the entry of an object found missing, unless a fill replaced that entry meanwhile. */
+  dropMissing(record: BlobRecord): void;
+  /** Indexes an object whose bytes hash to its name (a manifest with what it refers to). */
+  adopt(digest: Digest, size: number, manifest: { mediaType: string; children: string[] } | undefined): void;
+}
+
+/** Checks in flight at once: few enough that the libuv threads stay free for reads being served. */
+const CHECKS_AT_ONCE = 8;
+/** Entries between two yields to the event loop, when nothing else in the pass awaits. */
+const YIELD_EVERY = 4096;
 const MAX_SNIFF = 4 * 1024 * 1024;
 
 /** Hashes a stored object as a stream: objects can be gigabytes. */
@@ -32,77 +52,125 @@ export async function hashStored(store: BlobStore, digest: Digest): Promise<{ di
   return { digest: `${digest.algorithm}:${hash.digest('hex')}`, size };
 }
 
+/** Hashes an object, reading it whole when it may be a manifest (then its bytes come back too). */
+async function hashAndSniff(store: BlobStore, digest: Digest): Promise<{ digest: string; size: number; bytes?: Buffer }> {
+  try {
+    const bytes = await store.read(digest, MAX_SNIFF);
+    return { digest: digestOf(bytes, digest.algorithm), size: bytes.length, bytes };
+  } catch (err) {
+    if (!(err instanceof ObjectTooLargeError)) throw err;
+    return hashStored(store, digest);
+  }
+}
+
 /**
- * Makes the index match a local store after a crash or a manual change:
- * entries without an object are dropped; objects without an entry are adopted
- * if their digest checks out, removed otherwise. A shared store (a bucket) is
- * not walked: other instances write it, and an index miss looks there anyway.
+ * Makes the index match a local store after a crash, a lost index or a
+ * manual change, while the mirror serves: entries without an object are
+ * dropped; objects without an entry are adopted if their digest checks out,
+ * removed otherwise. The store lists in key order and the index pages in
+ * digest order, so one merge of the two finds both kinds with one page of
+ * rows in memory and no stat for an object that is where its entry says.
+ * A shared store (a bucket) is not walked: other instances write it, and an
+ * index miss looks there anyway.
  */
-export async function reconcile(index: CacheIndex, store: BlobStore): Promise<Omit<RecoveryReport, 'sweptTempFiles' | 'sweptSpoolFiles'>> {
-  const report = { droppedEntries: 0, adoptedFiles: 0, removedFiles: 0 };
+export async function reconcile(target: ReconcileTarget, signal: AbortSignal): Promise<ReconcileReport> {
+  const started = performance.now();
+  const report: ReconcileReport = { droppedEntries: 0, adoptedFiles: 0, removedFiles: 0, durationMs: 0 };
+  const { index, store } = target;
   if (store.shared) return report;
-  const indexed = new Set<string>();
-  const missing: string[] = [];
-  let batch: Promise<void>[] = [];
-  for (const record of index.allBlobs()) {
-    indexed.add(record.digest);
-    batch.push(store.stat(parseDigest(record.digest)).then((found) => void (found ? undefined : missing.push(record.digest))));
-    if (batch.length >= BATCH) {
-      await Promise.all(batch);
-      batch = [];
-    }
-  }
-  await Promise.all(batch);
-  for (const digest of missing) {
-    index.removeBlob(digest);
+  const checks = new BoundedChecks(CHECKS_AT_ONCE);
+  const rows = index.allBlobs();
+  let row = rows.next();
+  let seen = 0;
+
+  const confirmMissing = async (record: BlobRecord): Promise<void> => {
+    // Listed before a fill published it, or listed out of order: look again before dropping.
+    const found = await store.stat(parseDigest(record.digest)).catch(() => 'unknown' as const);
+    if (found !== undefined) return;
+    target.dropMissing(record);
     report.droppedEntries += 1;
-  }
+  };
+  const checkUnindexed = async (digest: Digest): Promise<void> => {
+    if (index.getBlob(digest.value)) return;
+    let actual: Awaited<ReturnType<typeof hashAndSniff>>;
+    try {
+      actual = await hashAndSniff(store, digest);
+    } catch {
+      return; // gone meanwhile, or unreadable: the next pass sees it again
+    }
+    // A fill may have stored and indexed a good copy while this one was read.
+    if (index.getBlob(digest.value)) return;
+    if (actual.digest !== digest.value) {
+      await store.delete(digest);
+      report.removedFiles += 1;
+      return;
+    }
+    target.adopt(digest, actual.size, actual.bytes && manifestIn(actual.bytes));
+    report.adoptedFiles += 1;
+  };
 
   for await (const entry of store.list()) {
-    if (entry.digest && indexed.has(entry.digest.value)) continue;
+    if (signal.aborted) break;
+    if (++seen % YIELD_EVERY === 0) await yieldToServing();
     if (!entry.digest) {
-      await store.removeStray?.(entry.key);
-      report.removedFiles += 1;
+      await checks.add(async () => {
+        await store.removeStray?.(entry.key);
+        report.removedFiles += 1;
+      });
       continue;
     }
-    const actual = await hashStored(store, entry.digest);
-    if (actual.digest !== entry.digest.value) {
-      await store.delete(entry.digest);
-      report.removedFiles += 1;
+    const name = entry.digest.value;
+    while (!row.done && row.value.digest < name) {
+      const record = row.value;
+      await checks.add(() => confirmMissing(record));
+      row = rows.next();
+    }
+    if (!row.done && row.value.digest === name) {
+      row = rows.next();
       continue;
     }
-    await adopt(index, store, entry.digest, actual.size);
-    report.adoptedFiles += 1;
+    const digest = entry.digest;
+    await checks.add(() => checkUnindexed(digest));
   }
+  for (; !row.done && !signal.aborted; row = rows.next()) {
+    const record = row.value;
+    await checks.add(() => confirmMissing(record));
+  }
+  await checks.settle();
+  report.durationMs = Math.round(performance.now() - started);
   return report;
 }
 
-async function adopt(index: CacheIndex, store: BlobStore, digest: Digest, size: number): Promise<void> {
-  const now = Date.now();
-  if (size <= MAX_SNIFF) {
-    const bytes = await store.read(digest, MAX_SNIFF);
-    const mediaType = looksLikeManifest(bytes) ? safeMediaType(bytes) : undefined;
-    if (mediaType && MANIFEST_MEDIA_TYPES.includes(mediaType)) {
-      index.putManifest({ digest: digest.value, size, mediaType, children: referencedDigests(bytes), now });
-      return;
-    }
-  }
-  index.putBlob({ digest: digest.value, size, now });
-}
-
-function safeMediaType(bytes: Buffer): string | undefined {
+/** The media type and references of a document that is a manifest; undefined for any other blob. */
+export function manifestIn(bytes: Buffer): { mediaType: string; children: string[] } | undefined {
   try {
-    return manifestMediaType(bytes, undefined);
+    const parsed = JSON.parse(bytes.toString('utf8')) as { schemaVersion?: unknown };
+    if (typeof parsed !== 'object' || parsed === null || typeof parsed.schemaVersion !== 'number') return undefined;
+    const mediaType = manifestMediaType(bytes, undefined);
+    return MANIFEST_MEDIA_TYPES.includes(mediaType) ? { mediaType, children: referencedDigests(bytes) } : undefined;
   } catch {
     return undefined;
   }
 }
 
-function looksLikeManifest(bytes: Buffer): boolean {
-  try {
-    const parsed = JSON.parse(bytes.toString('utf8')) as { schemaVersion?: unknown };
-    return typeof parsed === 'object' && parsed !== null && typeof parsed.schemaVersion === 'number';
-  } catch {
-    return false;
+/** At most `limit` checks in flight; `add` waits for room. A check's failure ends the pass. */
+class BoundedChecks {
+  private readonly running = new Set<Promise<void>>();
+  private failure: unknown;
+
+  constructor(private readonly limit: number) {}
+
+  async add(check: () => Promise<void>): Promise<void> {
+    if (this.failure) throw this.failure;
+    while (this.running.size >= this.limit) await Promise.race(this.running);
+    const run: Promise<void> = check()
+      .catch((err: unknown) => void (this.failure ??= err))
+      .finally(() => this.running.delete(run));
+    this.running.add(run);
+  }
+
+  async settle(): Promise<void> {
+    await Promise.all(this.running);
+    if (this.failure) throw this.failure;
   }
 }

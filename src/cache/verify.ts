@@ -11,9 +11,10 @@ export interface VerifyReport {
 
 /** Re-hashes every cached object; with `repair`, damaged or missing ones are removed so they get refetched. */
 export async function verifyCache(cache: Cache, options: { repair: boolean; onProgress?: (done: number, total: number) => void }): Promise<VerifyReport> {
-  const records = [...cache.index.allBlobs()];
+  // Page by page: memory stays the same whatever the index holds, and a removal does not disturb the walk.
+  const total = cache.index.totals().blobs;
   const report: VerifyReport = { checked: 0, bytes: 0, damaged: [], repaired: 0 };
-  for (const record of records) {
+  for (const record of cache.index.allBlobs()) {
     const digest = parseDigest(record.digest);
     let reason: string | undefined;
     try {
@@ -29,7 +30,7 @@ export async function verifyCache(cache: Cache, options: { repair: boolean; onPr
       report.damaged.push({ digest: digest.value, reason });
       if (options.repair && (await cache.remove(digest))) report.repaired += 1;
     }
-    options.onProgress?.(report.checked, records.length);
+    options.onProgress?.(report.checked, Math.max(total, report.checked));
   }
   return report;
 }

@@ -106,7 +106,7 @@ export async function verifyCommand(config: Config, options: { repair?: boolean 
     out(`checked ${report.checked} blobs (${formatBytes(report.bytes)}): ${report.damaged.length} damaged${options.repair ? `, ${report.repaired} removed` : ''}`);
     return report.damaged.length > 0 && !options.repair ? 1 : 0;
   } finally {
-    cache.close();
+    await cache.close();
     database.close();
     await store.close();
   }

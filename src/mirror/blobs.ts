@@ -34,7 +34,7 @@ export class BlobService {
 
   async get(target: Target, reference: string, head: boolean, requester?: Requester): Promise<BlobAnswer> {
     const digest = parseDigest(reference);
-    // A store other instances write may hold what this index does not know yet.
+    // A store other instances write, or a local one not reconciled since the start, may hold what this index does not know yet.
     const record = this.cache.lookupBlob(digest) ?? (this.fills.current(digest) ? undefined : await this.cache.adoptBlob(digest));
     if (record) {
       await this.gate.admit(target, digest, 'blob');

@@ -30,7 +30,7 @@ export interface BlobStore {
   /** Starts writing an object that becomes visible under its key only on commit. */
   beginWrite(digest: Digest, expectedSize?: number): Promise<BlobWrite>;
   delete(digest: Digest): Promise<void>;
-  /** Every object under the store's blob keys, for recovery and audits. */
+  /** Every object under the store's blob keys in key order (so in digest order per algorithm), for recovery and audits. */
   list(): AsyncIterable<StoredEntry>;
   /** Removes a listed object whose key names no digest (a stray file). */
   removeStray?(key: string): Promise<void>;
@@ -57,7 +57,8 @@ export interface BlobStore {
 export interface StoredEntry {
   key: string;
   digest: Digest | undefined;
-  size: number;
+  /** When the listing gives it for free (a bucket's does; a directory's would cost a stat per file). */
+  size: number | undefined;
 }
 
 /**

@@ -120,12 +120,12 @@ export class FsStore implements BlobStore {
 
   async *list(): AsyncIterable<StoredEntry> {
     const blobs = join(this.root, 'blobs');
-    for (const algorithm of await readdir(blobs).catch(() => [] as string[])) {
-      for (const shard of await readdir(join(blobs, algorithm)).catch(() => [] as string[])) {
-        for (const name of await readdir(join(blobs, algorithm, shard)).catch(() => [] as string[])) {
+    const sorted = async (dir: string): Promise<string[]> => (await readdir(dir).catch(() => [] as string[])).sort();
+    for (const algorithm of await sorted(blobs)) {
+      for (const shard of await sorted(join(blobs, algorithm))) {
+        for (const name of await sorted(join(blobs, algorithm, shard))) {
           const key = `blobs/${algorithm}/${shard}/${name}`;
-          const size = await stat(join(this.root, key)).then((s) => s.size, () => undefined);
-          if (size !== undefined) yield { key, digest: digestOfKey(key), size };
+          yield { key, digest: digestOfKey(key), size: undefined };
         }
       }
     }

@@ -20,8 +20,8 @@ async function openCache(t: { after(fn: () => void): void }, memoryBudgetBytes?:
   const store = new FsStore(join(dir, 'blobs'), cacheModes(false));
   await store.init();
   const cache = await Cache.open({ database, store, accessFlushIntervalMs: 60_000, memoryBudgetBytes, owner: true });
-  t.after(() => {
-    cache.close();
+  t.after(async () => {
+    await cache.close();
     database.close();
     rmSync(dir, { recursive: true, force: true });
   });

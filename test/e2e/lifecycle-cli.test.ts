@@ -3,7 +3,7 @@
 // skopeo pull that the warm-up made free.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,6 +71,51 @@ test('kill -9 in the middle of a fill: after a restart nothing partial is indexe
   } finally {
     await second.stop();
     await first.stop(); // already gone; this removes its work directory
+  }
+});
+
+test('the index lost: a restart serves at once, adopts the cached files in the background, and the next pull costs no upstream blob request', async () => {
+  const image = await pushImage(registry.url, 'library/lost-index', 'v1', { format: 'oci', layers: [300 * 1024, 5 * MiB] });
+  const dir = join(scratch, 'lost-index');
+  const upstreams = [{ registry: 'docker.io', url: hub.url }];
+  const first = await startMirrorProcess({ port: await freePort(), upstreams, dir });
+  const pull = async (url: string, dest: string): Promise<void> => {
+    const copy = await skopeo(['copy', '--src-tls-verify=false', `docker://${url.replace('http://', '')}/library/lost-index:v1`, `dir:${dest}`]);
+    assert.equal(copy.code, 0, copy.stderr);
+    assert.equal(readDirCopy(dest).manifestDigest, image.manifestDigest);
+  };
+  try {
+    await pull(first.url, join(scratch, 'lost-index-1'));
+    const digests = [image.manifestDigest, image.configDigest, ...image.layers.map((l) => l.digest)];
+    await waitFor('the image to be cached', () => digests.every((digest) => existsSync(blobFileIn(dir, digest))));
+  } finally {
+    await first.stop();
+  }
+  for (const suffix of ['', '-wal', '-shm']) rmSync(join(dir, `index.db${suffix}`), { force: true });
+  // Beside the good files: one whose bytes do not match its name, and a stray name.
+  const damaged = `sha256:${'ab'.repeat(32)}`;
+  mkdirSync(join(dir, 'blobs', 'sha256', 'ab'), { recursive: true });
+  writeFileSync(blobFileIn(dir, damaged), 'not what the name says');
+  writeFileSync(join(dir, 'blobs', 'sha256', 'ab', 'stray.txt'), 'left by hand');
+  const stored = readdirSync(join(dir, 'blobs', 'sha256'), { recursive: true }).filter((name) => /[0-9a-f]{64}$/.test(String(name))).length;
+  hub.resetStats();
+  const second = await startMirrorProcess({ port: await freePort(), upstreams, dir });
+  try {
+    await waitFor('the background reconcile to end', () => second.logs().includes('"cache reconciled"'));
+    const reconciled = second
+      .logs()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l.msg === 'cache reconciled')!;
+    assert.equal(reconciled.adoptedFiles, stored - 1, 'every good file was adopted');
+    assert.equal(reconciled.removedFiles, 2, 'the damaged file and the stray name were removed');
+    assert.equal(reconciled.droppedEntries, 0);
+    assert.ok(!existsSync(blobFileIn(dir, damaged)));
+    await pull(second.url, join(scratch, 'lost-index-2'));
+    assert.equal(hub.stats().blobGet, 0, 'the layers and the config came from the adopted files');
+  } finally {
+    await second.stop();
   }
 });
 

@@ -284,8 +284,9 @@ test(`kill -9 of Stevedore with cold large blobs in flight under ${FAULT_CLIENTS
       mirror = await startMirror();
       downMs = Date.now() - killedAt;
       const lines = mirror.logs().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
-      const found = lines.find((l) => l.msg === 'cache recovered');
-      if (found) recovery = Object.fromEntries(['sweptTempFiles', 'droppedEntries', 'adoptedFiles', 'removedFiles'].map((k) => [k, found[k]]));
+      // The background reconcile may not have logged yet: its counts are noted when it has.
+      const found = { ...lines.find((l) => l.msg === 'cache reconciled'), ...lines.find((l) => l.msg === 'cache recovered') };
+      if (found.msg) recovery = Object.fromEntries(['sweptTempFiles', 'droppedEntries', 'adoptedFiles', 'removedFiles'].map((k) => [k, found[k]]));
     });
   } finally {
     hub!.throttle(null);

@@ -108,7 +108,7 @@ export async function memoryMirror(t: { after(fn: () => void | Promise<void>): v
   });
   t.after(async () => {
     await mirror.fills.drain(5_000);
-    cache.close();
+    await cache.close();
     database.close();
     rmSync(dir, { recursive: true, force: true });
   });
