@@ -2,6 +2,7 @@
 // Stevedore, each round with empty caches in processes that already served a
 // pull (a mirror runs for months). skopeo gives the wall time (median of the
 // rounds), and a request-by-request client the breakdown of where it goes.
+import { execFileSync } from 'node:child_process';
 import type { RegistryHandle } from '../../test/support/registry.js';
 import type { MirrorProcess } from '../../test/support/stevedore.js';
 import { breakdownTable, median, timedPull, type TimedPull } from './pull-breakdown.js';
@@ -40,8 +41,13 @@ export async function coldPullRows(setup: ColdPullSetup, images: readonly { labe
       let servers = await setup.restart();
       const pids = { peer: servers.peer.pid, stevedore: servers.stevedore.pid };
       for (const url of [hub.url, servers.peer.url, servers.stevedore.url]) await skopeoPull(host(url), 'small/img0:v1', url === hub.url ? credentials : undefined);
+      // Each pull starts on a quiet disk: otherwise the one measured last pays for the writeback
+      // of what the others wrote (an fsync waits for the journal, which waits for their data).
+      quietDisk();
       const direct = await delta(hub, () => skopeoPull(host(hub.url), image.ref, credentials));
+      quietDisk();
       const viaPeer = await peakRss(pids, () => delta(hub, () => skopeoPull(host(servers.peer.url), image.ref)));
+      quietDisk();
       const viaUs = await peakRss(pids, () => delta(hub, () => skopeoPull(host(servers.stevedore.url), image.ref)));
       wall.direct.push(direct.ms);
       wall.peer.push(viaPeer.value.ms);
@@ -55,8 +61,11 @@ export async function coldPullRows(setup: ColdPullSetup, images: readonly { labe
       servers = await setup.restart();
       const timedPids = { peer: servers.peer.pid, stevedore: servers.stevedore.pid };
       for (const url of [hub.url, servers.peer.url, servers.stevedore.url]) await timedPull(url, 'small/img0', 'v1', url === hub.url ? credentials : undefined);
+      quietDisk();
       timed.direct.push(await timedPull(hub.url, repo, tag, credentials));
+      quietDisk();
       const timedPeer = await peakRss(timedPids, () => timedPull(servers.peer.url, repo, tag));
+      quietDisk();
       const timedUs = await peakRss(timedPids, () => timedPull(servers.stevedore.url, repo, tag));
       timed.distribution.push(timedPeer.value);
       timed.Stevedore.push(timedUs.value);
@@ -76,4 +85,9 @@ export async function coldPullRows(setup: ColdPullSetup, images: readonly { labe
     tables.push(...breakdownTable(image.label, timed), `| peak RSS (MiB) | – | ${timedPeaks.peer} | ${timedPeaks.stevedore} |`);
   }
   return { rows, tables, stevedoreMs };
+}
+
+/** Writes back every dirty page before a timed pull. */
+function quietDisk(): void {
+  execFileSync('sync');
 }
