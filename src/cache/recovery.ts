@@ -4,6 +4,7 @@ import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { manifestMediaType, referencedDigests } from '../oci/manifest.js';
 import { MANIFEST_MEDIA_TYPES } from '../oci/media-types.js';
 import { ObjectTooLargeError, type BlobStore } from '../storage/blob-store.js';
+import { BoundedWork } from './bounded-work.js';
 import type { BlobRecord, CacheIndex } from './cache-index.js';
 
 /** What start-up cleans before serving: only what a crash left, so it does not grow with the cache. */
@@ -35,7 +36,7 @@ export interface ReconcileTarget {
 }
 
 /** Checks in flight at once: few enough that the libuv threads stay free for reads being served. */
-const CHECKS_AT_ONCE = 8;
+export const CHECKS_AT_ONCE = 8;
 /** Entries between two yields to the event loop, when nothing else in the pass awaits. */
 const YIELD_EVERY = 4096;
 const MAX_SNIFF = 4 * 1024 * 1024;
@@ -52,8 +53,8 @@ export async function hashStored(store: BlobStore, digest: Digest): Promise<{ di
   return { digest: `${digest.algorithm}:${hash.digest('hex')}`, size };
 }
 
-/** Hashes an object, reading it whole when it may be a manifest (then its bytes come back too). */
-async function hashAndSniff(store: BlobStore, digest: Digest): Promise<{ digest: string; size: number; bytes?: Buffer }> {
+/** Hashes a stored object: read whole up to 4 MiB (its bytes come back then, so a manifest can be recognised), streamed beyond. */
+export async function hashObject(store: BlobStore, digest: Digest): Promise<{ digest: string; size: number; bytes?: Buffer }> {
   try {
     const bytes = await store.read(digest, MAX_SNIFF);
     return { digest: digestOf(bytes, digest.algorithm), size: bytes.length, bytes };
@@ -78,7 +79,7 @@ export async function reconcile(target: ReconcileTarget, signal: AbortSignal): P
   const report: ReconcileReport = { droppedEntries: 0, adoptedFiles: 0, removedFiles: 0, durationMs: 0 };
   const { index, store } = target;
   if (store.shared) return report;
-  const checks = new BoundedChecks(CHECKS_AT_ONCE);
+  const checks = new BoundedWork(CHECKS_AT_ONCE);
   const rows = index.allBlobs();
   let row = rows.next();
   let seen = 0;
@@ -92,9 +93,9 @@ export async function reconcile(target: ReconcileTarget, signal: AbortSignal): P
   };
   const checkUnindexed = async (digest: Digest): Promise<void> => {
     if (index.getBlob(digest.value)) return;
-    let actual: Awaited<ReturnType<typeof hashAndSniff>>;
+    let actual: Awaited<ReturnType<typeof hashObject>>;
     try {
-      actual = await hashAndSniff(store, digest);
+      actual = await hashObject(store, digest);
     } catch {
       return; // gone meanwhile, or unreadable: the next pass sees it again
     }
@@ -150,27 +151,5 @@ export function manifestIn(bytes: Buffer): { mediaType: string; children: string
     return MANIFEST_MEDIA_TYPES.includes(mediaType) ? { mediaType, children: referencedDigests(bytes) } : undefined;
   } catch {
     return undefined;
-  }
-}
-
-/** At most `limit` checks in flight; `add` waits for room. A check's failure ends the pass. */
-class BoundedChecks {
-  private readonly running = new Set<Promise<void>>();
-  private failure: unknown;
-
-  constructor(private readonly limit: number) {}
-
-  async add(check: () => Promise<void>): Promise<void> {
-    if (this.failure) throw this.failure;
-    while (this.running.size >= this.limit) await Promise.race(this.running);
-    const run: Promise<void> = check()
-      .catch((err: unknown) => void (this.failure ??= err))
-      .finally(() => this.running.delete(run));
-    this.running.add(run);
-  }
-
-  async settle(): Promise<void> {
-    await Promise.all(this.running);
-    if (this.failure) throw this.failure;
   }
 }
