@@ -7,7 +7,7 @@ import type { RegistryHandle } from '../../test/support/registry.js';
 import type { MirrorProcess } from '../../test/support/stevedore.js';
 import { breakdownTable, median, timedPull, type TimedPull } from './pull-breakdown.js';
 import { better, delta, mib, secs, skopeoPull, type Row } from './scenarios.js';
-import { peakRss, type HubProcess } from './servers.js';
+import { cpuUse, peakRss, type HubProcess } from './servers.js';
 
 export interface ColdPullSetup {
   hub: HubProcess;
@@ -34,6 +34,8 @@ export async function coldPullRows(setup: ColdPullSetup, images: readonly { labe
     /** Peaks while the request-by-request client pulled. */
     const timedPeaks = { peer: 0, stevedore: 0 };
     const counts = { direct: 0, peer: 0, stevedore: 0 };
+    // The mirror's own CPU seconds per pull, and how busy the machine was (all its cores) during each.
+    const cpu = { peer: [] as number[], stevedore: [] as number[], directBusy: [] as number[], peerBusy: [] as number[], stevedoreBusy: [] as number[] };
     const timed: Record<'direct' | 'distribution' | 'Stevedore', TimedPull[]> = { direct: [], distribution: [], Stevedore: [] };
     for (let round = 0; round < setup.rounds; round++) {
       log(`cold pull: ${image.label}, round ${round + 1} of ${setup.rounds}`);
@@ -44,11 +46,19 @@ export async function coldPullRows(setup: ColdPullSetup, images: readonly { labe
       // Each pull starts on a quiet disk: otherwise the one measured last pays for the writeback
       // of what the others wrote (an fsync waits for the journal, which waits for their data).
       quietDisk();
-      const direct = await delta(hub, () => skopeoPull(host(hub.url), image.ref, credentials));
+      const directCpu = await cpuUse({}, () => delta(hub, () => skopeoPull(host(hub.url), image.ref, credentials)));
+      const direct = directCpu.value;
       quietDisk();
-      const viaPeer = await peakRss(pids, () => delta(hub, () => skopeoPull(host(servers.peer.url), image.ref)));
+      const peerCpu = await cpuUse(pids, () => peakRss(pids, () => delta(hub, () => skopeoPull(host(servers.peer.url), image.ref))));
+      const viaPeer = peerCpu.value;
       quietDisk();
-      const viaUs = await peakRss(pids, () => delta(hub, () => skopeoPull(host(servers.stevedore.url), image.ref)));
+      const usCpu = await cpuUse(pids, () => peakRss(pids, () => delta(hub, () => skopeoPull(host(servers.stevedore.url), image.ref))));
+      const viaUs = usCpu.value;
+      cpu.directBusy.push(directCpu.machineBusy);
+      cpu.peerBusy.push(peerCpu.machineBusy);
+      cpu.stevedoreBusy.push(usCpu.machineBusy);
+      cpu.peer.push(peerCpu.seconds.peer!);
+      cpu.stevedore.push(usCpu.seconds.stevedore!);
       wall.direct.push(direct.ms);
       wall.peer.push(viaPeer.value.ms);
       wall.stevedore.push(viaUs.value.ms);
@@ -79,6 +89,16 @@ export async function coldPullRows(setup: ColdPullSetup, images: readonly { labe
     const scenario = `cold pull, ${image.label} (median of ${setup.rounds})`;
     rows.push({ scenario, metric: 'wall time (s)', peer: secs(p), stevedore: secs(s), ratio: better(p, s), reference: `direct ${secs(d)} s; Stevedore ${(s / d).toFixed(2)}× direct, distribution ${(p / d).toFixed(2)}×; rounds ${wall.stevedore.map(secs).join(', ')}`, rss: peaks });
     rows.push({ scenario, metric: 'upstream blob GETs (last round)', peer: counts.peer, stevedore: counts.stevedore, ratio: better(counts.peer, counts.stevedore), reference: `direct ${counts.direct}; image ≈ ${mib(image.bytes)} MiB`, rss: peaks });
+    const percent = (fractions: number[]): string => `${Math.round(median(fractions) * 100)} %`;
+    rows.push({
+      scenario,
+      metric: 'mirror CPU (s) / machine busy',
+      peer: `${median(cpu.peer).toFixed(2)} / ${percent(cpu.peerBusy)}`,
+      stevedore: `${median(cpu.stevedore).toFixed(2)} / ${percent(cpu.stevedoreBusy)}`,
+      ratio: better(median(cpu.peer), median(cpu.stevedore)),
+      reference: `machine busy during the direct pull ${percent(cpu.directBusy)}`,
+      rss: peaks,
+    });
     rows.push({ scenario, metric: 'peak RSS (MiB)', peer: peaks.peer, stevedore: peaks.stevedore, ratio: better(peaks.peer, peaks.stevedore), rss: peaks });
     rows.push({ scenario, metric: 'peak RSS (MiB), request-by-request client', peer: timedPeaks.peer, stevedore: timedPeaks.stevedore, ratio: better(timedPeaks.peer, timedPeaks.stevedore), rss: timedPeaks });
     // The breakdown table's columns are direct, distribution and Stevedore, in that order.

@@ -5,8 +5,10 @@
 // RssFile (Node's binary and libraries), with the V8 heap and external memory
 // from /metrics.
 // Usage: npm run build && tsx scripts/bench/fan-in-probe.ts [MiB] [clients] [variant...]
-// A variant is `default`, `budget=<size>` (cache.memoryBudget) or
-// `cli=<path to another build's dist/cli.js>` (for the sizes before the budget).
+// A variant is `default`, `budget=<size>` (cache.memoryBudget),
+// `cli=<path to another build's dist/cli.js>` (for the sizes before the budget)
+// or `node=<flag>` (a flag for node, as `node=--max-semi-space-size=1`);
+// several join with `+`, as `budget=8MiB+node=--max-semi-space-size=1`.
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -41,18 +43,18 @@ function status(pid: number): Status | undefined {
   }
 }
 
-/** nodejs_heap_size_used_bytes and nodejs_external_memory_bytes, in MiB. */
-async function v8Memory(url: string): Promise<{ heap: number; external: number } | undefined> {
+/** nodejs_heap_size_used_bytes, nodejs_heap_size_total_bytes and nodejs_external_memory_bytes, in MiB. */
+async function v8Memory(url: string): Promise<{ heap: number; heapTotal: number; external: number } | undefined> {
   try {
     const text = await (await fetch(`${url}/metrics`)).text();
     const value = (name: string): number => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN) / MiB;
-    return { heap: value('nodejs_heap_size_used_bytes'), external: value('nodejs_external_memory_bytes') };
+    return { heap: value('nodejs_heap_size_used_bytes'), heapTotal: value('nodejs_heap_size_total_bytes'), external: value('nodejs_external_memory_bytes') };
   } catch {
     return undefined;
   }
 }
 
-async function serve(cli: string, registryUrl: string, budget: string | undefined): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
+async function serve(cli: string, nodeFlags: string[], registryUrl: string, budget: string | undefined): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
   const work = mkdtempSync(join(tmpdir(), 'fan-in-probe-'));
   const port = await freePort();
   const config = {
@@ -63,7 +65,7 @@ async function serve(cli: string, registryUrl: string, budget: string | undefine
     upstreams: [{ registry: 'docker.io', endpoints: [{ url: registryUrl }], timeouts: { body: '300s' } }],
   };
   writeFileSync(join(work, 'mirror.yml'), stringify(config));
-  const child = spawn(process.execPath, [cli, 'serve', '--config', join(work, 'mirror.yml')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [...nodeFlags, cli, 'serve', '--config', join(work, 'mirror.yml')], { stdio: ['ignore', 'ignore', 'inherit'] });
   const exited = new Promise((resolve) => child.once('exit', resolve));
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 300; i++) {
@@ -86,10 +88,12 @@ try {
   const blob = await pushBlob(registry.url, 'library/big', { size, seed: 'fan-in-probe' });
   const small = await pushBlob(registry.url, 'library/small', Buffer.from('an unrelated blob, pulled first'));
   for (const variant of variants) {
-    const cli = variant.startsWith('cli=') ? variant.slice(4) : ownCli;
-    const budget = variant.startsWith('budget=') ? variant.slice(7) : undefined;
+    const parts = variant.split('+');
+    const option = (name: string): string[] => parts.filter((p) => p.startsWith(`${name}=`)).map((p) => p.slice(name.length + 1));
+    const cli = option('cli')[0] ?? ownCli;
+    const budget = option('budget')[0];
     execFileSync('sync'); // the last variant's dirty pages are not this one's work
-    const mirror = await serve(cli, registry.url, budget);
+    const mirror = await serve(cli, option('node'), registry.url, budget);
     try {
       await fetch(`${mirror.url}/v2/library/small/blobs/${small.digest}`).then((r) => r.arrayBuffer());
       const idle = status(mirror.pid)!;
@@ -102,10 +106,10 @@ try {
         maxAnon = Math.max(maxAnon, now.anon);
       };
       const timer = setInterval(sample, 100);
-      let v8 = { heap: 0, external: 0 };
+      let v8 = { heap: 0, heapTotal: 0, external: 0 };
       const v8Timer = setInterval(() => {
         void v8Memory(mirror.url).then((m) => {
-          if (m) v8 = { heap: Math.max(v8.heap, m.heap), external: Math.max(v8.external, m.external) };
+          if (m) v8 = { heap: Math.max(v8.heap, m.heap), heapTotal: Math.max(v8.heapTotal, m.heapTotal), external: Math.max(v8.external, m.external) };
         });
       }, 1000);
       const started = performance.now();
@@ -126,7 +130,7 @@ try {
       const f = (n: number): string => n.toFixed(0);
       console.log(
         `${variant}: ${clients} cold pulls of ${size / MiB} MiB in ${wall.toFixed(1)} s: peak RSS ${f(peak.rss)} MiB (anon ${f(peak.anon)}, file ${f(peak.file)}, shmem ${f(peak.shmem)}); ` +
-          `max anon ${f(maxAnon)}; idle before ${f(idle.rss)} (anon ${f(idle.anon)}, file ${f(idle.file)}); V8 heap used ≤ ${f(v8.heap)}, external ≤ ${f(v8.external)} MiB`,
+          `max anon ${f(maxAnon)}; idle before ${f(idle.rss)} (anon ${f(idle.anon)}, file ${f(idle.file)}); V8 heap used ≤ ${f(v8.heap)} (total ≤ ${f(v8.heapTotal)}), external ≤ ${f(v8.external)} MiB`,
       );
     } finally {
       await mirror.stop();

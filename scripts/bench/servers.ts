@@ -117,3 +117,36 @@ function rssMiB(pid: number): number {
     return 0;
   }
 }
+
+/** CPU seconds (user + system) a process has used so far; 0 once it is gone. */
+function cpuSeconds(pid: number): number {
+  try {
+    // Fields after the command name, which sits in parentheses and may hold spaces.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return 0;
+  }
+}
+
+/** USER_HZ: /proc counts CPU time in these ticks (100 on Linux everywhere). */
+const CLOCK_TICKS = 100;
+
+/** Busy and total jiffies of the whole machine, from /proc/stat. */
+function machineTicks(): { busy: number; total: number } {
+  const [, ...values] = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/);
+  const ticks = values.map(Number);
+  const idle = ticks[3]! + (ticks[4] ?? 0);
+  const total = ticks.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+/** What `work` cost in CPU: seconds for each process named, and how busy the whole machine was (0–1). */
+export async function cpuUse<T>(pids: Record<string, number>, work: () => Promise<T>): Promise<{ value: T; seconds: Record<string, number>; machineBusy: number }> {
+  const before = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuSeconds(pid)]));
+  const ticks = machineTicks();
+  const value = await work();
+  const after = machineTicks();
+  const seconds = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuSeconds(pid) - before[name]!]));
+  return { value, seconds, machineBusy: (after.busy - ticks.busy) / Math.max(1, after.total - ticks.total) };
+}

@@ -1,6 +1,7 @@
 // Measures warm blob serving alone: one cached blob, curl to /dev/null,
 // 1 and 8 streams, against Stevedore and nginx serving the same file.
 // Usage: npm run build && tsx scripts/bench/warm-blob-probe.ts [MiB]
+// PROBE_NODE_ARGS adds node flags to the mirror's (as `--max-semi-space-size=2`).
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -14,9 +15,13 @@ import { startNginx } from './servers.js';
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
 const size = Number(process.argv[2] ?? 1024) * MiB;
+const nodeArgs = [
+  ...(process.env.PROBE_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+  ...(process.env.PROBE_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROBE_PROFILE_DIR}`] : []),
+];
 const registry = await startRegistry();
 const blob = await pushBlob(registry.url, 'library/big', { size, seed: 'warm-probe' });
-const mirror = await startMirrorProcess({ port: await freePort(), compiled: true, nodeArgs: process.env.PROBE_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROBE_PROFILE_DIR}`] : [], upstreams: [{ registry: 'docker.io', url: registry.url, timeouts: { body: '300s' } }] });
+const mirror = await startMirrorProcess({ port: await freePort(), compiled: true, nodeArgs, upstreams: [{ registry: 'docker.io', url: registry.url, timeouts: { body: '300s' } }] });
 const hex = blob.digest.slice(7);
 await fetch(`${mirror.url}/v2/library/big/blobs/${blob.digest}`).then((r) => r.arrayBuffer());
 // nginx's workers run unprivileged: give them a world-readable copy of the cached file.

@@ -1,11 +1,16 @@
-/** Bytes per block read back from a fill's store copy. */
-const BLOCK = 1024 * 1024;
+/**
+ * Bytes per block read back from a fill's store copy. Small, because readers
+ * are handed views of a block, and a view waiting in a socket's queue keeps
+ * the whole block alive: 32 clients of a cold 1 GiB blob held ~45-60 MiB of
+ * 1 MiB blocks, ~20-30 MiB of 128 KiB ones (scripts/bench/fan-in-probe.ts).
+ */
+export const READ_BACK_BLOCK = 128 * 1024;
 /**
  * Blocks kept for readers at nearby positions. Per fill and only while it
- * runs (so not in cache.memoryBudget): 8 MiB at most, beside the fill's
+ * runs (so not in cache.memoryBudget): 4 MiB at most, beside the fill's
  * recent bytes.
  */
-const KEPT = 8;
+const KEPT = 32;
 
 /**
  * Read-back of a fill's stored bytes in aligned blocks, the last few kept:
@@ -21,12 +26,12 @@ export class ReadBackBlocks {
 
   /** Up to `wanted` bytes from `position`, of the first `stored` bytes. */
   async at(position: number, wanted: number, stored: number): Promise<Buffer> {
-    const index = Math.floor(position / BLOCK);
-    const start = index * BLOCK;
-    if (start + BLOCK > stored) return this.read(position, Math.min(wanted, stored - position)); // a block still growing
+    const index = Math.floor(position / READ_BACK_BLOCK);
+    const start = index * READ_BACK_BLOCK;
+    if (start + READ_BACK_BLOCK > stored) return this.read(position, Math.min(wanted, stored - position)); // a block still growing
     let block = this.blocks.get(index);
     if (!block) {
-      block = this.read(start, BLOCK);
+      block = this.read(start, READ_BACK_BLOCK);
       this.blocks.set(index, block);
       block.catch(() => this.blocks.delete(index));
       if (this.blocks.size > KEPT) this.blocks.delete(this.blocks.keys().next().value!);

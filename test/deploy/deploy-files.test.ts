@@ -13,7 +13,7 @@ import { parse, parseAllDocuments } from 'yaml';
 import { request } from 'undici';
 import { loadConfig } from '../../src/config/load.js';
 import { onPath, requirement } from '../support/requirements.js';
-import { startMirror } from '../support/stevedore.js';
+import { SERVE_NODE_FLAGS, startMirror } from '../support/stevedore.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const deployDir = join(repoRoot, 'docs/deploy');
@@ -303,4 +303,12 @@ test('the probes ask for paths the server really serves, on the listen port', as
     await res.body.dump();
     assert.equal(res.statusCode, 200, `GET ${path}`);
   }
+});
+
+test('the image and npm start run node with the flags the tests and benchmarks serve with (a 1 MiB young generation)', () => {
+  const dockerfile = readFileSync(join(repoRoot, 'Dockerfile'), 'utf8');
+  const entrypoint = /^ENTRYPOINT\s+(\[.*\])$/m.exec(dockerfile)?.[1];
+  assert.deepEqual(JSON.parse(entrypoint ?? 'null'), ['node', ...SERVE_NODE_FLAGS, 'dist/cli.js']);
+  const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  assert.equal(pkg.scripts.start, `tsx ${SERVE_NODE_FLAGS.join(' ')} src/cli.ts serve`);
 });

@@ -160,6 +160,9 @@ export function runCli(args: string[], options: { timeoutMs?: number; env?: Reco
   });
 }
 
+/** The node flags production serves with (the Dockerfile's ENTRYPOINT, `npm start`): tests and benchmarks run the same. */
+export const SERVE_NODE_FLAGS = ['--max-semi-space-size=1'];
+
 /** Runs `stevedore serve --config <file>` as a child process, as a user would. */
 export async function startMirrorProcess(options: MirrorOptions & { port: number; compiled?: boolean; nodeArgs?: string[]; stdout?: string; env?: Record<string, string> }): Promise<MirrorProcess> {
   const work = mkdtempSync(join(tmpdir(), 'stevedore-proc-'));
@@ -175,7 +178,7 @@ export async function startMirrorProcess(options: MirrorOptions & { port: number
   const stdout = options.stdout ? openSync(options.stdout, 'a') : out;
   // Benchmarks run the build (`npm run build`), as production does; so do tests under the test command.
   const entry = cliCommand(options.compiled ?? RUNS_DIST);
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), ...entry, 'serve', '--config', configFile], {
+  const child = spawn(process.execPath, [...SERVE_NODE_FLAGS, ...(options.nodeArgs ?? []), ...entry, 'serve', '--config', configFile], {
     cwd: repoRoot,
     stdio: ['ignore', stdout, out],
     env: { ...childEnv(), ...options.env },
