@@ -165,15 +165,19 @@ for (const subject of subjects) {
       }
     });
 
-    declare('list names the objects under their keys; what a crash left is swept', async (store) => {
-      const objects = [randomBytes(1000), randomBytes(2000)];
+    declare('list names the objects under their keys, in key order; what a crash left is swept', async (store) => {
+      const objects = Array.from({ length: 6 }, (_, i) => randomBytes(1000 + i));
       for (const o of objects) await store.put(digestOf(o), o);
       const listed = [];
       for await (const entry of store.list()) listed.push(entry);
+      // In key order: the reconcile merges the listing with the index, which pages in digest order.
+      const expected = objects.map((o) => ({ key: blobKey(digestOf(o)), digest: digestOf(o).value, size: o.length })).sort((a, b) => (a.key < b.key ? -1 : 1));
       assert.deepEqual(
-        listed.map((e) => [e.key, e.digest?.value, e.size]).sort(),
-        objects.map((o) => [blobKey(digestOf(o)), digestOf(o).value, o.length]).sort(),
+        listed.map((e) => [e.key, e.digest?.value]),
+        expected.map((e) => [e.key, e.digest]),
       );
+      // A size only where the listing has it for free (a bucket's); then it is right.
+      for (const [i, entry] of listed.entries()) if (entry.size !== undefined) assert.equal(entry.size, expected[i]!.size);
       // A write that is never committed nor aborted: the process died.
       const orphan = randomBytes(6 * MiB);
       const crashed = await store.beginWrite(digestOf(orphan), orphan.length);
