@@ -1,7 +1,7 @@
 /**
  * cache.memoryBudget's default (the schema's, for caches opened without a
  * config). Small, because the caches come on top of Node itself: an idle
- * process is ~90-95 MiB resident with --max-semi-space-size=1 (47 MiB of the
+ * process is ~90-96 MiB resident with --max-semi-space-size=4 (47 MiB of the
  * binary's pages, the rest the V8 heap and the modules), and 32 cold pulls of
  * a 1 GiB blob add ~30 MiB, mostly buffers in flight
  * (scripts/bench/fan-in-probe.ts).

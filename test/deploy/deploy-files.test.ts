@@ -305,7 +305,7 @@ test('the probes ask for paths the server really serves, on the listen port', as
   }
 });
 
-test('the image and npm start run node with the flags the tests and benchmarks serve with (a 1 MiB young generation)', () => {
+test('the image and npm start run node with the flags the tests and benchmarks serve with (a 4 MiB semi-space)', () => {
   const dockerfile = readFileSync(join(repoRoot, 'Dockerfile'), 'utf8');
   const entrypoint = /^ENTRYPOINT\s+(\[.*\])$/m.exec(dockerfile)?.[1];
   assert.deepEqual(JSON.parse(entrypoint ?? 'null'), ['node', ...SERVE_NODE_FLAGS, 'dist/cli.js']);

@@ -161,7 +161,7 @@ export function runCli(args: string[], options: { timeoutMs?: number; env?: Reco
 }
 
 /** The node flags production serves with (the Dockerfile's ENTRYPOINT, `npm start`): tests and benchmarks run the same. */
-export const SERVE_NODE_FLAGS = ['--max-semi-space-size=1'];
+export const SERVE_NODE_FLAGS = ['--max-semi-space-size=4'];
 
 /** Runs `stevedore serve --config <file>` as a child process, as a user would. */
 export async function startMirrorProcess(options: MirrorOptions & { port: number; compiled?: boolean; nodeArgs?: string[]; stdout?: string; env?: Record<string, string> }): Promise<MirrorProcess> {
