@@ -161,7 +161,7 @@ export function restartTable(rows: RestartRow[]): string {
     '',
     'Restart as the cache grows: synthetic 1 KiB blobs on the filesystem store; "lost" starts with index.db removed. Times from spawn.',
     '',
-    '| index entries | index | serves /v2/ after (s) | RSS then (MiB) | reconciled after (s) | adopted | RSS then (MiB) | peak RSS (MiB) |',
+    '| index entries | index | serves /v2/ after (s) | RSS at that point (MiB) | reconciled after (s) | adopted | RSS after the pass (MiB) | peak RSS (MiB) |',
     '|---|---|---|---|---|---|---|---|',
     ...rows.map(
       (r) =>
